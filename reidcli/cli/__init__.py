@@ -1,0 +1,46 @@
+"""The `reid` command: a thin Typer skin over `reidcli.api` (torch is imported lazily)."""
+
+import sys
+
+import typer
+
+from reidcli import __version__
+from reidcli.cli.recipe_cmd import recipe_app
+from reidcli.errors import ReidError
+
+app = typer.Typer(
+    name="reid",
+    help="Person re-identification: prepare data, train LightMBN and baselines, evaluate, re-rank.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(recipe_app, name="recipe")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Person re-identification toolkit."""
+
+
+def main() -> None:
+    """Console entry point: run the app, turning `ReidError`s into messages and exit codes."""
+    try:
+        app()
+    except ReidError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

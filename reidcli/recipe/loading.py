@@ -1,0 +1,212 @@
+"""Recipe loading: YAML file → dict → `--set` overrides → validation, with precise errors."""
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from reidcli.errors import RecipeError
+from reidcli.recipe.loss import parse_loss_string
+from reidcli.recipe.schema import Recipe
+
+Loc = tuple[str | int, ...]
+
+
+def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Load and validate a recipe.
+
+    Args:
+        path: YAML file; None starts from the schema defaults.
+        overrides: `a.b=c` strings; each value is parsed as YAML.
+
+    Raises:
+        RecipeError: the file is missing or malformed, or a value is invalid. The message names
+            the file, the field path, the reason and, where known, the YAML line.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    raw, lines = ({}, {}) if path is None else _read_yaml(Path(path))
+    if "loss" in raw and isinstance(raw["loss"], str):
+        try:
+            raw["loss"] = parse_loss_string(raw["loss"])
+        except ValueError as err:
+            raise RecipeError(_format(source, ("loss",), str(err), lines)) from None
+    set_paths: set[Loc] = set()
+    for text in overrides:
+        loc = apply_override(raw, text)
+        set_paths.add(loc)
+    return validate_recipe(raw, source, lines, set_paths)
+
+
+def validate_recipe(
+    raw: dict, source: str = "<recipe>", lines: dict | None = None, set_paths: set | None = None
+) -> Recipe:
+    """Validate a plain dict as a `Recipe`, turning pydantic errors into one `RecipeError`."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        messages = []
+        for item in err.errors():
+            loc, reason = _display_loc(item["loc"]), item["msg"]
+            if item["type"] == "extra_forbidden":
+                reason = "unknown key" + _suggest(item["loc"])
+            elif reason.startswith("Value error, "):
+                reason = reason.removeprefix("Value error, ")
+            where = " (from --set)" if set_paths and _covered(loc, set_paths) else ""
+            messages.append(_format(source, loc, reason, lines or {}) + where)
+        raise RecipeError("\n".join(messages)) from None
+
+
+def apply_override(raw: dict, text: str) -> Loc:
+    """Apply one `a.b.c=value` override in place and return its key path."""
+    key, sep, value_text = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, for example optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--set {text!r}: value is not valid YAML ({err})") from None
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(str(p) for p in parts[: depth + 1])
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise RecipeError(f"--set {text!r}: {where}: no such list item")
+        elif isinstance(node, dict):
+            if not last and isinstance(parts[depth + 1], int):
+                if not isinstance(node.get(part), list):
+                    raise RecipeError(f"--set {text!r}: {where}: no such list in the recipe")
+            elif not last and not isinstance(node.get(part), dict):
+                node[part] = {}
+        else:
+            raise RecipeError(f"--set {text!r}: {where}: parent is not a mapping or list")
+        if last:
+            node[part] = value
+        else:
+            node = node[part]
+    return tuple(parts)
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
+    if not path.exists():
+        raise RecipeError(f"{path}: recipe file not found")
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory, expected a YAML recipe file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"{path}: cannot read recipe ({err})") from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{path}: malformed YAML{line}: {problem}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}"
+        )
+    lines: dict[Loc, int] = {}
+    _collect_lines(node, (), lines)
+    return data, lines
+
+
+def _collect_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+    """Map every key path of a composed YAML document to its 1-based line."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*loc, key_node.value)
+            out[child] = key_node.start_mark.line + 1
+            _collect_lines(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*loc, index)
+            out[child] = item.start_mark.line + 1
+            _collect_lines(item, child, out)
+
+
+def _format(source: str, loc: Loc, reason: str, lines: dict[Loc, int]) -> str:
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+    where = f" (line {line})" if line is not None else ""
+    return f"{source}: {path}: {reason}{where}"
+
+
+def _covered(loc: Loc, set_paths: set) -> bool:
+    return any(loc[: len(p)] == p or p[: len(loc)] == loc for p in set_paths)
+
+
+def _walk(loc: tuple) -> tuple[Loc, type[BaseModel] | None]:
+    """Follow a pydantic error location through the schema.
+
+    Returns the location without discriminator tags (what the user wrote) and the model class
+    that holds the last element.
+    """
+    shown: list[str | int] = []
+    current: Any = Recipe
+    parent: type[BaseModel] | None = None
+    for elem in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            parent = current
+            field = _field_by_key(current, elem)
+            shown.append(elem)
+            current = field.annotation if field is not None else None
+        elif isinstance(current, list):  # union members, elem is the discriminator tag
+            current = next((m for m in current if _tag(m) == elem), None)
+        elif current is not None and typing.get_origin(current) in (tuple, list):
+            shown.append(elem)
+            current = typing.get_args(current)[0]
+        else:
+            shown.append(elem)
+            current = None
+    return tuple(shown), parent
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated/Optional; a union of models becomes the list of its members."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+        return models or None
+    return annotation
+
+
+def _field_by_key(model: type[BaseModel], key: Any):
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field
+    return None
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("name")
+    return field.default if field is not None else None
+
+
+def _display_loc(loc: tuple) -> Loc:
+    return _walk(loc)[0]
+
+
+def _suggest(loc: tuple) -> str:
+    shown, parent = _walk(loc)
+    if parent is None or not shown:
+        return ""
+    keys = [f.alias or name for name, f in parent.model_fields.items()]
+    close = difflib.get_close_matches(str(shown[-1]), keys, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (valid keys: {', '.join(keys)})"
