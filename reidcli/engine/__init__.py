@@ -1,0 +1,1 @@
+"""Training engine: runtime, optimisers, schedules, train loop, checkpoints, extraction."""

@@ -1,0 +1,1 @@
+"""Evaluation: distances, CMC/mAP/mINP, k-reciprocal re-ranking, features files."""
