@@ -1,0 +1,151 @@
+"""Where and how a run executes: device, distributed ranks, autocast, seeds (set up once)."""
+
+import contextlib
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from reidcli.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    """Device, ranks and precision for one process of a run."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes checkpoints and logs and prints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(
+        cls,
+        device: str = "auto",
+        amp: str = "off",
+        channels_last: bool = False,
+        seed: int = 0,
+        deterministic: bool = False,
+    ) -> "Runtime":
+        """Set up the process: ranks from torchrun's environment, device, seeds, kernels.
+
+        Args:
+            device: auto (CUDA when available), cpu or cuda.
+            amp: off, bf16 (CPU and CUDA) or fp16 (CUDA only, with a grad scaler).
+            channels_last: use the NHWC memory format for images and the model.
+            seed: base seed; each rank adds its rank so augmentations differ across ranks.
+            deterministic: deterministic kernels (slower) so that runs and resumes are exact.
+        """
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise TrainingError("--device cuda was asked for, but no CUDA device is available")
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
+            dev = torch.device("cuda", local_rank)
+        else:
+            dev = torch.device("cpu")
+        if amp == "fp16" and dev.type != "cuda":
+            raise TrainingError("amp: fp16 needs a CUDA device; use amp: bf16 on the CPU")
+        if world_size > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        seed_everything(seed + rank)
+        set_deterministic(deterministic)
+        return cls(dev, rank, world_size, local_rank, AMP_DTYPES[amp], channels_last)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The one autocast context of the run (a no-op when amp is off)."""
+        enabled = self.amp_dtype is not None
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=enabled)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A loss scaler, active only for fp16 (bf16 has fp32's exponent range)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """Move a (B, 3, H, W) image batch to the device in the run's memory format."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return images.to(self.device, non_blocking=True, memory_format=fmt)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Choose between deterministic kernels and cuDNN's autotuner."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def rng_state() -> dict:
+    """Every RNG state of this process, as types `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
