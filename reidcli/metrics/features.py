@@ -1,0 +1,195 @@
+"""Features files (`.npz`): loading with validation, and saving.
+
+A features file holds `query_features` (Q, D) and `gallery_features` (G, D) as float32,
+`query_pids`, `gallery_pids`, `query_camids`, `gallery_camids` as int64, and optionally
+`query_paths` and `gallery_paths` (strings) for visualisation.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reidcli.errors import FeaturesError
+
+REQUIRED_KEYS = (
+    "query_features",
+    "gallery_features",
+    "query_pids",
+    "gallery_pids",
+    "query_camids",
+    "gallery_camids",
+)
+PATH_KEYS = ("query_paths", "gallery_paths")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Query and gallery embeddings with their identities and cameras.
+
+    Attributes:
+        query_features: (Q, D) float32 query embeddings.
+        gallery_features: (G, D) float32 gallery embeddings.
+        query_pids: (Q,) int64 person ids.
+        gallery_pids: (G,) int64 person ids.
+        query_camids: (Q,) int64 camera ids.
+        gallery_camids: (G,) int64 camera ids.
+        query_paths: (Q,) image paths, or None.
+        gallery_paths: (G,) image paths, or None.
+    """
+
+    query_features: np.ndarray
+    gallery_features: np.ndarray
+    query_pids: np.ndarray
+    gallery_pids: np.ndarray
+    query_camids: np.ndarray
+    gallery_camids: np.ndarray
+    query_paths: np.ndarray | None = None
+    gallery_paths: np.ndarray | None = None
+
+    @property
+    def has_paths(self) -> bool:
+        """Whether both path arrays are present."""
+        return self.query_paths is not None and self.gallery_paths is not None
+
+
+def _check_side(arrays: dict[str, np.ndarray], side: str, source: str) -> None:
+    feats = arrays[f"{side}_features"]
+    if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
+        raise FeaturesError(
+            f"{source}: {side}_features must be a non-empty 2-D array (N, D), "
+            f"got shape {feats.shape}"
+        )
+    if feats.dtype != np.float32:
+        raise FeaturesError(f"{source}: {side}_features must be float32, got {feats.dtype}")
+    bad = ~np.isfinite(feats).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise FeaturesError(
+            f"{source}: {side}_features has non-finite values (NaN or inf) in {rows.size} "
+            f"row(s), first at row {int(rows[0])}"
+        )
+    for kind in ("pids", "camids"):
+        key = f"{side}_{kind}"
+        values = arrays[key]
+        if values.dtype != np.int64:
+            raise FeaturesError(f"{source}: {key} must be int64, got {values.dtype}")
+        if values.shape != (feats.shape[0],):
+            raise FeaturesError(
+                f"{source}: {key} has shape {values.shape}, expected ({feats.shape[0]},) "
+                f"to match {side}_features"
+            )
+    paths = arrays.get(f"{side}_paths")
+    if paths is not None and paths.shape != (feats.shape[0],):
+        raise FeaturesError(
+            f"{source}: {side}_paths has shape {paths.shape}, expected ({feats.shape[0]},)"
+        )
+
+
+def validate_features(arrays: dict[str, np.ndarray], source: str = "features") -> Features:
+    """Check a dict of arrays against the features-file contract.
+
+    Args:
+        arrays: The arrays by key.
+        source: Name used in error messages (usually the file path).
+
+    Returns:
+        The validated `Features`.
+
+    Raises:
+        FeaturesError: On a missing key, a wrong dtype or shape, mismatched lengths,
+            different embedding widths or non-finite values.
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if missing:
+        raise FeaturesError(
+            f"{source}: missing key(s) {', '.join(missing)} "
+            f"(a features file needs {', '.join(REQUIRED_KEYS)})"
+        )
+    for side in ("query", "gallery"):
+        _check_side(arrays, side, source)
+    q_dim, g_dim = arrays["query_features"].shape[1], arrays["gallery_features"].shape[1]
+    if q_dim != g_dim:
+        raise FeaturesError(
+            f"{source}: query_features are {q_dim}-d but gallery_features are {g_dim}-d"
+        )
+    return Features(**{key: arrays[key] for key in (*REQUIRED_KEYS, *PATH_KEYS) if key in arrays})
+
+
+def load_features(path: str | Path) -> Features:
+    """Load and validate a features `.npz` file.
+
+    Args:
+        path: The `.npz` file.
+
+    Returns:
+        The validated `Features`.
+
+    Raises:
+        FeaturesError: When the file is missing, unreadable or breaks the contract.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FeaturesError(f"features file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise FeaturesError(f"{path}: not a readable .npz features file ({err})") from err
+    return validate_features(arrays, source=str(path))
+
+
+def save_features(
+    path: str | Path,
+    query_features,
+    gallery_features,
+    query_pids,
+    gallery_pids,
+    query_camids,
+    gallery_camids,
+    query_paths=None,
+    gallery_paths=None,
+) -> Path:
+    """Validate and write a features `.npz` file (numpy arrays or torch tensors).
+
+    Args:
+        path: Destination `.npz` file; its folder is created.
+        query_features: (Q, D) query embeddings.
+        gallery_features: (G, D) gallery embeddings.
+        query_pids: (Q,) person ids.
+        gallery_pids: (G,) person ids.
+        query_camids: (Q,) camera ids.
+        gallery_camids: (G,) camera ids.
+        query_paths: Optional (Q,) image paths.
+        gallery_paths: Optional (G,) image paths.
+
+    Returns:
+        The written path.
+    """
+    arrays = {
+        "query_features": _as_numpy(query_features, np.float32),
+        "gallery_features": _as_numpy(gallery_features, np.float32),
+        "query_pids": _as_numpy(query_pids, np.int64),
+        "gallery_pids": _as_numpy(gallery_pids, np.int64),
+        "query_camids": _as_numpy(query_camids, np.int64),
+        "gallery_camids": _as_numpy(gallery_camids, np.int64),
+    }
+    for key, paths in (("query_paths", query_paths), ("gallery_paths", gallery_paths)):
+        if paths is not None:
+            arrays[key] = np.asarray([str(p) for p in paths], dtype=str)
+    path = Path(path)
+    validate_features(arrays, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def _as_numpy(values, dtype) -> np.ndarray:
+    # torch tensors (possibly on a GPU) and lists alike become contiguous numpy arrays
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(values), dtype=dtype)
