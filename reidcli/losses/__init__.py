@@ -1,1 +1,1 @@
-"""Losses and their weighted composition."""
+"""Losses and their weighted composition (`build_criterion`)."""
