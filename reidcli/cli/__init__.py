@@ -5,6 +5,7 @@ import sys
 import typer
 
 from reidcli import __version__
+from reidcli.cli.prepare_cmd import prepare_cmd
 from reidcli.cli.recipe_cmd import recipe_app
 from reidcli.errors import ReidError
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(recipe_app, name="recipe")
+app.command("prepare")(prepare_cmd)
 
 
 def _version(value: bool) -> None:

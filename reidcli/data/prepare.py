@@ -1,0 +1,142 @@
+"""`reid prepare`: parse a dataset, apply the rules, verify images, write the manifest."""
+
+import logging
+from pathlib import Path
+
+from reidcli import __version__
+from reidcli.data.archive import extract_zip
+from reidcli.data.images import verify_images
+from reidcli.data.layouts import Layout, Scan, get_layout, parse_market_folders
+from reidcli.data.manifest import (
+    build_manifest,
+    carve_validation,
+    check_query_gallery,
+    save_prepared,
+    split_stats,
+)
+from reidcli.data.synthetic import SyntheticSpec, generate_synthetic
+from reidcli.errors import DatasetError
+
+log = logging.getLogger(__name__)
+SHOWN = 10
+
+
+def prepare(
+    dataset: str,
+    root: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    val_ids: int = 0,
+    seed: int = 0,
+    verify: bool = True,
+    strict: bool = False,
+    synthetic: SyntheticSpec | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Prepare a dataset: write `manifest.csv` and `dataset.json` into `out`.
+
+    Args:
+        dataset: a name from `LAYOUTS`.
+        root: the dataset folder (or the release `.zip`, or a CSV for `folder`);
+            default `data/raw/DATASET`; unused for `synthetic`.
+        out: output folder; default `data/DATASET`. Nothing is written outside it.
+        val_ids: training identities moved to a validation query/gallery pair.
+        seed: seed for the validation draw (and, for `synthetic`, the default generator seed).
+        verify: decode every image; corrupt ones are listed and skipped.
+        strict: fail on corrupt images and on counts that contradict the official statistics.
+        synthetic: what to generate for `synthetic` (default `SyntheticSpec(seed=seed)`).
+        workers: processes for verification (default: the CPU count for large datasets).
+
+    Returns:
+        The dataset description also written to `dataset.json`.
+
+    Raises:
+        DatasetError: anything wrong with the input, with a message naming the file or folder.
+    """
+    layout = get_layout(dataset)
+    out = Path(out if out is not None else Path("data") / dataset).absolute()
+    if dataset == "synthetic":
+        spec = synthetic or SyntheticSpec(seed=seed)
+        spec.check()
+        images = generate_synthetic(out / "images", spec)
+        scan, source = parse_market_folders(images, spec.cams), images
+    else:
+        source = Path(root if root is not None else Path("data") / "raw" / dataset).absolute()
+        scan = _scan(layout, source, out)
+    df, dropped = build_manifest(scan.records)
+    corrupt = verify_images(df.path.tolist(), workers) if verify else []
+    if corrupt:
+        listing = "; ".join(f"{path}: {reason}" for path, reason in corrupt[:SHOWN])
+        message = f"{len(corrupt)} images cannot be decoded: {listing}"
+        if strict:
+            raise DatasetError(message + " (--strict)")
+        log.warning("%s; skipped", message)
+        df = df[~df.path.isin({path for path, _ in corrupt})].reset_index(drop=True)
+    for split in ("train", "query", "gallery"):
+        if not (df.split == split).any():
+            raise DatasetError(f"the {split} split of {scan.root} has no usable images")
+    check_query_gallery(df)
+    stats = split_stats(df)
+    official = check_official(layout, stats)
+    if strict and official["status"] == "mismatch":
+        raise DatasetError(official["message"] + " (--strict)")
+    df = carve_validation(df, val_ids, seed)
+    if val_ids:
+        check_query_gallery(df, "val_query", "val_gallery")
+    info = {
+        "dataset": dataset,
+        "root": str(scan.root),
+        "source": str(source),
+        "manifest": "manifest.csv",
+        "splits": split_stats(df),
+        "junk_dropped": dropped["junk"],
+        "distractors_kept": int(((df.split == "gallery") & (df.pid == 0)).sum()),
+        "distractors_dropped_outside_gallery": dropped["distractor_outside_gallery"],
+        "non_images_ignored": sorted(scan.ignored),
+        "corrupt_skipped": [{"path": path, "reason": reason} for path, reason in corrupt],
+        "verified": verify,
+        "val_ids": val_ids,
+        "seed": seed,
+        "official": official,
+        "reid_version": __version__,
+    }
+    if dataset == "synthetic":
+        info["synthetic"] = spec.__dict__
+    save_prepared(df, info, out)
+    return info
+
+
+def _scan(layout: Layout, source: Path, out: Path) -> Scan:
+    """Parse the dataset, extracting a release `.zip` into `out/source` first."""
+    if source.is_file() and source.suffix.lower() == ".zip":
+        out.mkdir(parents=True, exist_ok=True)
+        return layout.parse(extract_zip(source, out / "source"))
+    return layout.parse(source)
+
+
+def check_official(layout: Layout, stats: dict[str, dict[str, int]]) -> dict:
+    """Compare the prepared counts (before any validation split) with the official statistics.
+
+    Returns:
+        {"status": "complete" | "partial" | "mismatch" | "n/a", "expected": ..., "message": ...};
+        "partial" means every count is at most the official one (a subset), "mismatch" that some
+        count exceeds it.
+    """
+    if layout.official is None:
+        return {"status": "n/a", "expected": None, "message": "no official statistics"}
+    found = {split: (stats[split]["images"], stats[split]["identities"]) for split in stats}
+    parts, over, under = [], False, False
+    for split, (images, ids) in layout.official.items():
+        got_images, got_ids = found.get(split, (0, 0))
+        over |= got_images > images or got_ids > ids
+        under |= got_images < images or got_ids < ids
+        parts.append(f"{split} {got_images:,} of {images:,} images ({got_ids:,} of {ids:,} ids)")
+    expected = {split: {"images": i, "identities": n} for split, (i, n) in layout.official.items()}
+    counts = ", ".join(parts)
+    if over:
+        status, message = "mismatch", f"counts differ from the official {layout.title}: {counts}"
+    elif under:
+        status, message = "partial", f"partial copy of {layout.title}: {counts}"
+    else:
+        status, message = "complete", f"complete {layout.title}: {counts}"
+    return {"status": status, "expected": expected, "message": message}
