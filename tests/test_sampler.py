@@ -57,7 +57,6 @@ def test_epoch_ends_when_fewer_than_p_identities_have_chunks_left():
     chunks = {pid: max(1, n // k) for pid, n in counts.items()}
     for epoch in range(5):
         out = batches(IdentityBatchSampler(pids, p, k, seed=3), epoch)
-        taken = Counter(pids[b[0::k]].tolist() for b in out for _ in [0])
         taken = Counter()
         for batch in out:
             taken.update(pids[np.asarray(batch)[::k]].tolist())
