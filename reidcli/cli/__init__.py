@@ -5,8 +5,10 @@ import sys
 import typer
 
 from reidcli import __version__
+from reidcli.cli.eval_cmd import eval_cmd
 from reidcli.cli.prepare_cmd import prepare_cmd
 from reidcli.cli.recipe_cmd import recipe_app
+from reidcli.cli.rerank_cmd import rerank_cmd
 from reidcli.errors import ReidError
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(recipe_app, name="recipe")
 app.command("prepare")(prepare_cmd)
+app.command("eval")(eval_cmd)
+app.command("rerank")(rerank_cmd)
 
 
 def _version(value: bool) -> None:
