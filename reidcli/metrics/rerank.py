@@ -42,7 +42,7 @@ class FeatureSource:
         dist = torch.addmm(self.sq[start:stop, None] + self.sq[None, col_start:], x, y.T, alpha=-2)
         dist.clamp_(min=0.0)
         # an item is at distance 0 from itself, whatever the rounding of the expansion above
-        rows = torch.arange(max(start, col_start), stop)
+        rows = torch.arange(max(start, col_start), max(stop, col_start))
         dist[rows - start, rows - col_start] = 0.0
         return dist
 

@@ -1,0 +1,100 @@
+"""k-reciprocal re-ranking: golden reference matrix, a dense transcription of SPEC §3, chunking."""
+
+import numpy as np
+import pytest
+
+import reidcli.metrics.rerank as rr
+from reidcli.metrics.evaluate import evaluate_features
+
+
+@pytest.fixture(scope="module")
+def golden():
+    from tests.conftest import SHARED
+
+    path = SHARED / "golden" / "rerank_golden.npz"
+    if not path.is_file():
+        pytest.skip("golden files not present")
+    return dict(np.load(path))
+
+
+def _dense_reference(dist_sq, q, k1, k2, lam):
+    """SPEC §3 step by step on a dense (N, N) squared-distance matrix, one item at a time."""
+    n = dist_sq.shape[0]
+    d = (dist_sq / dist_sq.max(1, keepdims=True)).astype(np.float32)
+    rank = np.argsort(d, axis=1, kind="stable")
+
+    def recip(i, k):
+        fwd = rank[i, : k + 1]
+        return {int(c) for c in fwd if i in rank[c, : k + 1]}
+
+    half = int(np.around(k1 / 2.0))
+    v = np.zeros((n, n), np.float32)
+    for i in range(n):
+        r = recip(i, k1)
+        expanded = set(r)
+        for c in r:
+            rc = recip(c, half)
+            if len(rc & r) > 2.0 / 3.0 * len(rc):
+                expanded |= rc
+        idx = np.array(sorted(expanded))
+        w = np.exp(-d[i, idx])
+        v[i, idx] = w / w.sum()
+    if k2 != 1:
+        v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
+    mins = np.minimum(v[:q, None, :], v[None, q:, :]).sum(-1)  # (Q, G)
+    jaccard = 1 - mins / (2 - mins)
+    return (1 - lam) * jaccard + lam * d[:q, q:]
+
+
+def test_golden_from_features(golden):
+    out = rr.rerank(golden["query_features"], golden["gallery_features"], metric="euclidean")
+    assert out.shape == (300, 1500) and out.dtype == np.float32
+    np.testing.assert_allclose(out, golden["expected_reranked"], rtol=0, atol=1e-5)
+
+
+def test_golden_from_reference_distances(golden):
+    out = rr.rerank_distances(golden["q_g_dist"], golden["q_q_dist"], golden["g_g_dist"])
+    np.testing.assert_allclose(out, golden["expected_reranked"], rtol=0, atol=1e-5)
+
+
+def test_golden_metrics_after_reranking(golden):
+    args = [golden[k] for k in ("query_features", "gallery_features")]
+    args += [golden[k] for k in ("query_pids", "gallery_pids", "query_camids", "gallery_camids")]
+    m = evaluate_features(*args, distance="euclidean", rerank={"k1": 20, "k2": 6, "lambda": 0.3})
+    assert m["mAP"] == pytest.approx(float(golden["expected_mAP_before"]), abs=1e-6)
+    assert m["reranked"]["mAP"] == pytest.approx(float(golden["expected_mAP_after"]), abs=1e-6)
+    np.testing.assert_allclose(m["reranked"]["cmc"], golden["expected_cmc50_after"], atol=1e-6)
+
+
+@pytest.mark.parametrize(("k1", "k2", "lam"), [(20, 6, 0.3), (5, 1, 0.0), (7, 3, 1.0), (3, 2, 0.5)])
+def test_matches_dense_transcription(k1, k2, lam):
+    rng = np.random.default_rng(k1)
+    centres = rng.normal(size=(12, 6))
+    x = (centres[rng.integers(0, 12, 90)] + 0.5 * rng.normal(size=(90, 6))).astype(np.float32)
+    q = 20
+    dist_sq = ((x[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
+    expected = _dense_reference(dist_sq, q, k1, k2, lam)
+    out = rr.rerank(x[:q], x[q:], k1=k1, k2=k2, lambda_=lam, metric="euclidean")
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(monkeypatch, golden):
+    qf, gf = golden["query_features"][:80], golden["gallery_features"][:400]
+    qf = qf / np.linalg.norm(qf, axis=1, keepdims=True)
+    gf = gf / np.linalg.norm(gf, axis=1, keepdims=True)
+    whole = rr.rerank(qf, gf, metric="euclidean")
+    monkeypatch.setattr(rr, "BLOCK_ELEMENTS", 3000)
+    monkeypatch.setattr(rr, "PAIR_BUDGET", 500)
+    monkeypatch.setattr(rr, "PAIR_ROWS", 77)
+    starts = [s for s, _ in rr.iter_rerank(qf, gf, metric="euclidean")]
+    assert len(starts) > 5 and starts == sorted(starts)
+    np.testing.assert_allclose(rr.rerank(qf, gf, metric="euclidean"), whole, atol=1e-6)
+    np.testing.assert_allclose(rr.rerank(qf, gf, metric="cosine"), whole, atol=1e-5)
+
+
+def test_bad_parameters():
+    x = np.zeros((5, 4), np.float32)
+    with pytest.raises(ValueError, match="must not exceed"):
+        rr.rerank(x[:2], x[2:], k1=20)
+    with pytest.raises(ValueError, match="lambda"):
+        rr.rerank(x[:2], x[2:], k1=2, lambda_=1.5)
