@@ -7,7 +7,7 @@ import torch
 from pydantic import TypeAdapter
 
 from reidcli.errors import RecipeError
-from reidcli.losses.build import build_criterion
+from reidcli.losses.criterion import build_criterion
 from reidcli.recipe.loss import (
     Center,
     CrossEntropy,

@@ -1,1 +1,1 @@
-"""Losses and their weighted composition (`build_criterion`)."""
+"""Losses and their weighted composition: `reidcli.losses.criterion.build_criterion`."""

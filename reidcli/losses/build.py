@@ -1,19 +1,40 @@
-"""Build a `Criterion` from the recipe's loss terms through one explicit name table."""
+"""The explicit table of loss terms and their binding to recipe parameters."""
 
 import difflib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
+from torch import Tensor
 
 from reidcli.errors import RecipeError
 from reidcli.losses.center import center_loss
-from reidcli.losses.criterion import BoundTerm, Criterion
 from reidcli.losses.cross_entropy import cross_entropy, focal
 from reidcli.losses.multi_similarity import multi_similarity
 from reidcli.losses.triplet import batch_hard_triplet, semihard_triplet
 from reidcli.recipe.loss import CLASSIFICATION_TERMS, LossTerm
+
+
+@dataclass(frozen=True)
+class BoundTerm:
+    """One recipe term ready to apply.
+
+    Attributes:
+        key: name of its part in the logged dictionary (unique within a criterion).
+        kind: "classification" terms see every logit tensor, "metric" terms every feature.
+        weight: multiplier of the sum over heads.
+        fn: `fn(x, labels)` for one head; centre-based terms receive `centers=` as well.
+        uses_centers: the term needs the centre set matching the feature width.
+    """
+
+    key: str
+    kind: Literal["classification", "metric"]
+    weight: float
+    fn: Callable[..., Tensor]
+    uses_centers: bool = False
+
 
 Kind = Literal["classification", "metric"]
 
@@ -45,26 +66,20 @@ def _validated(term: Any) -> Any:
     return term
 
 
-def build_criterion(
-    terms: Sequence[LossTerm], num_classes: int, feat_dim: int | Sequence[int]
-) -> Criterion:
-    """Compose the recipe's loss terms into one `Criterion`.
+def bind_terms(terms: Sequence[LossTerm]) -> tuple[list[BoundTerm], float | None]:
+    """Bind every recipe term to its loss function.
 
     Args:
         terms: the recipe's `loss` list (term objects or equivalent mappings).
-        num_classes: training identities (rows of the center-loss centres).
-        feat_dim: width of the metric features, or every distinct width when the model's metric
-            features differ in width; center loss holds one centre set per width.
 
     Returns:
-        The criterion; `criterion.center_lr` is the centre learning rate (None without center).
+        The bound terms (keys unique) and the centre learning rate (None without center loss).
 
     Raises:
         RecipeError: no term, or an unknown or invalid term.
     """
     if not terms:
         raise RecipeError("the loss has no term")
-    dims = (feat_dim,) if isinstance(feat_dim, int) else tuple(feat_dim)
     bound: list[BoundTerm] = []
     keys: set[str] = set()
     center_lr = None
@@ -81,5 +96,4 @@ def build_criterion(
         if uses_centers:
             center_lr = term.lr
         bound.append(BoundTerm(key, kind, term.weight, partial(fn, **params), uses_centers))
-    center_dims = dims if center_lr is not None else ()
-    return Criterion(bound, num_classes, center_dims=center_dims, center_lr=center_lr)
+    return bound, center_lr

@@ -1,14 +1,15 @@
 """Weighted composition of loss terms over every head of a model's training output."""
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from reidcli.errors import RecipeError
+from reidcli.losses.build import BoundTerm, bind_terms
 from reidcli.losses.center import scale_grad
+from reidcli.recipe.loss import LossTerm
 
 
 class TrainOutput(Protocol):
@@ -16,25 +17,6 @@ class TrainOutput(Protocol):
 
     logits: Sequence[Tensor]
     features: Sequence[Tensor]
-
-
-@dataclass(frozen=True)
-class BoundTerm:
-    """One recipe term ready to apply.
-
-    Attributes:
-        key: name of its part in the logged dictionary (unique within a criterion).
-        kind: "classification" terms see every logit tensor, "metric" terms every feature.
-        weight: multiplier of the sum over heads.
-        fn: `fn(x, labels)` for one head; centre-based terms receive `centers=` as well.
-        uses_centers: the term needs the centre set matching the feature width.
-    """
-
-    key: str
-    kind: Literal["classification", "metric"]
-    weight: float
-    fn: Callable[..., Tensor]
-    uses_centers: bool = False
 
 
 class Criterion(nn.Module):
@@ -106,3 +88,26 @@ class Criterion(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{t.weight}*{t.key}" for t in self.terms)
+
+
+def build_criterion(
+    terms: Sequence[LossTerm], num_classes: int, feat_dim: int | Sequence[int]
+) -> Criterion:
+    """Compose the recipe's loss terms into one `Criterion`.
+
+    Args:
+        terms: the recipe's `loss` list (term objects or equivalent mappings).
+        num_classes: training identities (rows of the center-loss centres).
+        feat_dim: width of the metric features, or every width when the model's metric
+            features differ in width; center loss holds one centre set per distinct width.
+
+    Returns:
+        The criterion; `criterion.center_lr` is the centre learning rate (None without center).
+
+    Raises:
+        RecipeError: no term, or an unknown or invalid term.
+    """
+    bound, center_lr = bind_terms(terms)
+    dims = (feat_dim,) if isinstance(feat_dim, int) else tuple(feat_dim)
+    center_dims = dims if center_lr is not None else ()
+    return Criterion(bound, num_classes, center_dims=center_dims, center_lr=center_lr)
