@@ -1,12 +1,10 @@
 """Image verification: decode every image once so that training never meets a broken file."""
 
-import os
 from concurrent.futures import ProcessPoolExecutor
 
 from PIL import Image, UnidentifiedImageError
 
 FORMATS = ("JPEG", "PNG")
-PARALLEL_FROM = 2000  # below this, starting worker processes costs more than it saves
 CHUNK = 512
 
 
@@ -33,18 +31,20 @@ def _check_chunk(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def verify_images(paths: list[str], workers: int | None = None) -> list[tuple[str, str]]:
-    """Decode every image, in worker processes for large datasets.
+    """Decode every image, optionally in worker processes.
+
+    One process is the default: on the 2-core development machine, shared with other jobs, two
+    worker processes were slower (benchmarks/prepare.py, BENCHMARKS.md); small Market-style
+    JPEGs decode in about 0.1 ms each, so the pool's overhead is not repaid.
 
     Args:
         paths: image files.
-        workers: processes to use; default the CPU count (1 for fewer than 2,000 images).
+        workers: processes to use (default 1).
 
     Returns:
         (path, reason) for each image that cannot be used, in the order of `paths`.
     """
-    if workers is None:
-        workers = (os.cpu_count() or 1) if len(paths) >= PARALLEL_FROM else 1
-    if workers <= 1:
+    if workers is None or workers <= 1:
         return _check_chunk(list(paths))
     chunks = [list(paths[i : i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -45,7 +45,7 @@ def prepare(
         verify: decode every image; corrupt ones are listed and skipped.
         strict: fail on corrupt images and on counts that contradict the official statistics.
         synthetic: what to generate for `synthetic` (default `SyntheticSpec(seed=seed)`).
-        workers: processes for verification (default: the CPU count for large datasets).
+        workers: processes for verification (default 1).
 
     Returns:
         The dataset description also written to `dataset.json`.
