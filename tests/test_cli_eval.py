@@ -1,0 +1,126 @@
+"""`reid eval --features` and `reid rerank`, driven end to end as subprocesses."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+FEATURE_KEYS = (
+    "query_features",
+    "gallery_features",
+    "query_pids",
+    "gallery_pids",
+    "query_camids",
+    "gallery_camids",
+)
+PUBLIC = {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped"}
+
+
+def reid(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def golden():
+    from tests.conftest import SHARED
+
+    path = SHARED / "golden" / "rerank_golden.npz"
+    if not path.is_file():
+        pytest.skip("golden files not present")
+    return dict(np.load(path))
+
+
+@pytest.fixture
+def features_file(tmp_path, golden):
+    path = tmp_path / "feats.npz"
+    np.savez(path, **{k: golden[k] for k in FEATURE_KEYS})
+    return path
+
+
+def test_eval_rerank_json_matches_reference(features_file, golden):
+    out = reid("eval", "--features", str(features_file), "--rerank", "--distance", "euclidean",
+               "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) == PUBLIC | {"reranked"} and set(doc["reranked"]) == PUBLIC
+    assert doc["mAP"] == pytest.approx(float(golden["expected_mAP_before"]), abs=1e-6)
+    assert doc["reranked"]["mAP"] == pytest.approx(float(golden["expected_mAP_after"]), abs=1e-6)
+    assert "re-ranked" in out.stderr and "queries skipped" in out.stderr
+
+
+def test_rerank_writes_distances(features_file, golden, tmp_path):
+    dist = tmp_path / "rr.npy"
+    out = reid("rerank", str(features_file), "--distance", "euclidean", "--out", str(dist),
+               "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["reranked"]["mAP"] > json.loads(out.stdout)["mAP"]
+    np.testing.assert_allclose(np.load(dist), golden["expected_reranked"], atol=1e-5)
+
+
+def test_eval_without_features_is_a_usage_error():
+    out = reid("eval")
+    assert out.returncode == 2
+    assert "--features" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("problem", ["missing", "nan", "length", "dtype", "absent"])
+def test_bad_features_exit_1(tmp_path, problem):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "query_features": rng.normal(size=(3, 4)).astype(np.float32),
+        "gallery_features": rng.normal(size=(5, 4)).astype(np.float32),
+        "query_pids": np.arange(3), "gallery_pids": np.arange(5),
+        "query_camids": np.zeros(3, np.int64), "gallery_camids": np.ones(5, np.int64),
+    }  # fmt: skip
+    if problem == "missing":
+        del arrays["query_pids"]
+    elif problem == "nan":
+        arrays["gallery_features"][2, 1] = np.nan
+    elif problem == "length":
+        arrays["gallery_camids"] = np.ones(4, np.int64)
+    elif problem == "dtype":
+        arrays["query_features"] = arrays["query_features"].astype(np.float16)
+    path = tmp_path / "bad.npz"
+    if problem != "absent":
+        np.savez(path, **arrays)
+    out = reid("eval", "--features", str(path))
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+
+
+def test_visualize_writes_pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    g_pids = np.repeat(np.arange(6), 3)
+    centres = rng.normal(size=(6, 8))
+    paths = []
+    for i in range(6 + 18):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (16, 32), (10 * i, 0, 0)).save(p)
+        paths.append(str(p))
+    arrays = {
+        "query_features": (centres + 0.8 * rng.normal(size=(6, 8))).astype(np.float32),
+        "gallery_features": (centres[g_pids] + 0.8 * rng.normal(size=(18, 8))).astype(np.float32),
+        "query_pids": np.arange(6), "gallery_pids": g_pids,
+        "query_camids": np.zeros(6, np.int64), "gallery_camids": np.ones(18, np.int64),
+        "query_paths": np.array(paths[:6]), "gallery_paths": np.array(paths[6:]),
+    }  # fmt: skip
+    feats = tmp_path / "f.npz"
+    np.savez(feats, **arrays)
+    vis = tmp_path / "vis"
+    out = reid("eval", "--features", str(feats), "--visualize", "2", "--vis-dir", str(vis),
+               "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in vis.iterdir()} == {"worst.png", "best.png", "cmc.png"}
+    with Image.open(vis / "worst.png") as img:
+        assert img.height > 2 * 128  # two ranked lists
+    del arrays["query_paths"]
+    np.savez(feats, **arrays)
+    out = reid("eval", "--features", str(feats), "--visualize", "2")
+    assert out.returncode == 1 and "query_paths" in out.stderr
