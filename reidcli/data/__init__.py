@@ -1,1 +1,1 @@
-"""Datasets: layouts, manifest, synthetic generator (torch-free); dataset, sampler, transforms and loaders (torch)."""
+"""Datasets: layouts, manifest, synthetic data (torch-free); dataset, sampler, loaders (torch)."""
