@@ -9,6 +9,7 @@ from reidcli.cli.eval_cmd import eval_cmd
 from reidcli.cli.prepare_cmd import prepare_cmd
 from reidcli.cli.recipe_cmd import recipe_app
 from reidcli.cli.rerank_cmd import rerank_cmd
+from reidcli.cli.train_cmd import train_cmd
 from reidcli.errors import ReidError
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(recipe_app, name="recipe")
 app.command("prepare")(prepare_cmd)
+app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
 app.command("rerank")(rerank_cmd)
 

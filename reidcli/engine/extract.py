@@ -1,0 +1,78 @@
+"""Feature extraction with `model.embed`, the single definition of the embedding."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from reidcli.engine.runtime import Runtime
+
+
+@dataclass
+class Features:
+    """Embeddings of a set of images with their identities and cameras (row order kept)."""
+
+    features: np.ndarray  # (N, E) float32
+    pids: np.ndarray  # (N,) int64
+    camids: np.ndarray  # (N,) int64
+    paths: np.ndarray  # (N,) str
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    loader,
+    runtime: Runtime,
+    *,
+    flip: bool,
+    normalize: str,
+    progress=None,
+) -> np.ndarray:
+    """Embed every image of an ordered loader.
+
+    Args:
+        model: a `ReIDModel` (not wrapped in DDP).
+        loader: yields dicts or tuples whose first item is a (B, 3, H, W) image batch.
+        runtime: device and autocast.
+        flip: add the features of the horizontally flipped images.
+        normalize: none, per_branch or whole (see `ReIDModel.embed`).
+        progress: optional callable advanced with the number of images of each batch.
+
+    Returns:
+        (N, E) float32 features in the loader's order.
+    """
+    was_training = model.training
+    model.eval()
+    chunks = []
+    try:
+        for batch in loader:
+            images = batch["image"] if isinstance(batch, dict) else batch[0]
+            with runtime.autocast():
+                out = model.embed(runtime.to_device(images), flip=flip, normalize=normalize)
+            chunks.append(out.float().cpu())
+            if progress is not None:
+                progress(images.shape[0])
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(chunks).numpy()
+
+
+def gather_rows(local: np.ndarray, indices: np.ndarray, total: int, runtime: Runtime) -> np.ndarray:
+    """Reassemble rows that the ranks extracted for their own `indices` (rank::world_size).
+
+    Every rank receives the full (total, E) array.
+    """
+    if not runtime.distributed:
+        return local
+    parts: list = [None] * runtime.world_size
+    dist.all_gather_object(parts, (indices, local))
+    width = next(p[1].shape[1] for p in parts if p[1].size)
+    out = np.zeros((total, width), dtype=np.float32)
+    for idx, rows in parts:
+        if len(idx):
+            out[idx] = rows
+    return out

@@ -1,0 +1,115 @@
+"""Builds a run's parts from the recipe: model, criterion, optimiser, schedule; run files."""
+
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+import yaml
+from torch import nn
+
+from reidcli import __version__
+from reidcli.engine.optim import build_optimizer, build_scheduler
+from reidcli.engine.runtime import Runtime
+from reidcli.errors import TrainingError
+from reidcli.losses.criterion import build_criterion
+from reidcli.models.catalog import build_model
+from reidcli.recipe import Recipe
+
+
+@dataclass
+class RunParts:
+    model: nn.Module  # what the step calls: possibly DDP-wrapped and compiled
+    bare_model: nn.Module  # the ReIDModel itself (state dict, embed, validation)
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+
+
+def build_parts(recipe: Recipe, data, runtime: Runtime) -> RunParts:
+    """Model (on device, memory format, SyncBN, DDP, compile), criterion, optimiser, schedule."""
+    model = build_model(recipe.model, data.num_classes).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if runtime.distributed and recipe.train.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    bare = model
+    feat_dims = _feature_dims(bare, recipe, runtime)
+    criterion = build_criterion(recipe.loss, data.num_classes, feat_dims).to(runtime.device)
+    optimizer = build_optimizer(recipe.optim, bare, criterion)
+    steps = _steps_per_epoch(recipe, data, runtime)
+    scheduler = build_scheduler(
+        recipe.schedule, optimizer, epochs=recipe.train.epochs, iters_per_epoch=steps
+    )
+    if runtime.distributed:
+        ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if recipe.train.compile:
+        model = torch.compile(model)
+    return RunParts(model, bare, criterion, optimizer, scheduler)
+
+
+def _feature_dims(model: nn.Module, recipe: Recipe, runtime: Runtime) -> list[int]:
+    """Widths of the model's metric features, read from one tiny training forward pass."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    probe = torch.zeros(2, 3, recipe.data.height, recipe.data.width, device=runtime.device)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        out = model(probe)
+    model.train(was_training)
+    # The probe moved BatchNorm running statistics; put back the (possibly pretrained) ones.
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+    return [int(f.shape[1]) for f in out.features]
+
+
+def _steps_per_epoch(recipe: Recipe, data, runtime: Runtime) -> int:
+    from reidcli.data.sampler import IdentityBatchSampler
+
+    sampler = IdentityBatchSampler(
+        data.train["label"].tolist(),
+        recipe.data.p,
+        recipe.data.k,
+        seed=recipe.train.seed,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+    )
+    steps = len(sampler) // recipe.train.grad_accum
+    if steps == 0:
+        raise TrainingError(
+            f"one epoch has {len(sampler)} batches, fewer than train.grad_accum "
+            f"({recipe.train.grad_accum}); lower data.p or grad_accum"
+        )
+    return steps
+
+
+def write_run_files(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
+    """recipe.yaml (resolved) and env.json (versions, device) in the run folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    env = {
+        "reidcli": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "device": str(runtime.device),
+        "device_name": (
+            torch.cuda.get_device_name(runtime.device)
+            if runtime.device.type == "cuda"
+            else platform.processor() or platform.machine()
+        ),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "world_size": runtime.world_size,
+        "amp": recipe.train.amp,
+        "channels_last": runtime.channels_last,
+        "command": sys.argv,
+    }
+    (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")

@@ -1,0 +1,254 @@
+"""The training loop: epochs of identity batches, validation, checkpoints, exact resume."""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reidcli.engine.checkpoint import check_resume_recipe, load_checkpoint, save_checkpoint
+from reidcli.engine.data import build_train_loader, images_and_labels, load_run_data
+from reidcli.engine.interrupt import StopRequest
+from reidcli.engine.progress import EpochProgress
+from reidcli.engine.runtime import Runtime, rng_state, set_rng_state
+from reidcli.engine.setup import RunParts, build_parts, write_run_files
+from reidcli.engine.step import NonFiniteLoss, TrainStep
+from reidcli.engine.tracker import Tracker
+from reidcli.engine.validate import validate
+from reidcli.errors import DatasetError, TrainingError
+from reidcli.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a `train` call did."""
+
+    run_dir: Path
+    status: str  # completed | interrupted
+    epochs_done: int
+    steps: int
+    best: dict = field(default_factory=dict)  # best validation metrics with their epoch
+    last_val: dict = field(default_factory=dict)
+    signal: str | None = None
+
+
+class Interrupted(TrainingError):
+    """Raised internally when a stop was requested; the checkpoint is already written."""
+
+
+def train(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    resume_from: str | Path | None = None,
+    device: str = "auto",
+) -> TrainResult:
+    """Train a model as the recipe describes, writing a run folder.
+
+    Args:
+        recipe: the validated recipe.
+        out_dir: the run folder (recipe.yaml, env.json, metrics.jsonl, last.pt, best.pt).
+        resume_from: a checkpoint to continue from (`out_dir/last.pt` for `--resume`).
+        device: auto, cpu or cuda.
+
+    Raises:
+        TrainingError: a non-finite loss, a refused resume, a run folder already in use.
+        DatasetError: the prepared dataset is missing or an image cannot be read.
+    """
+    run_dir = Path(out_dir)
+    if resume_from is None and (run_dir / "last.pt").exists():
+        raise TrainingError(
+            f"{run_dir} already holds a run (last.pt); continue it with --resume "
+            "or choose another --out"
+        )
+    cfg = recipe.train
+    runtime = Runtime.from_env(device, cfg.amp, cfg.channels_last, cfg.seed, cfg.deterministic)
+    try:
+        state = None
+        if resume_from is not None:
+            state = load_checkpoint(resume_from)
+            check_resume_recipe(json.loads(state["recipe"]), recipe)
+        data = load_run_data(recipe)
+        parts = build_parts(recipe, data, runtime)
+        trainer = Trainer(recipe, run_dir, runtime, parts, data)
+        if state is not None:
+            trainer.restore(state)
+        if runtime.is_main:
+            write_run_files(run_dir, recipe, runtime)
+        runtime.barrier()
+        return trainer.fit()
+    finally:
+        runtime.close()
+
+
+class Trainer:
+    """Runs epochs from the current position to `train.epochs`."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, runtime: Runtime, parts: RunParts, data):
+        self.recipe, self.run_dir, self.runtime, self.parts, self.data = (
+            recipe,
+            run_dir,
+            runtime,
+            parts,
+            data,
+        )
+        self.step_fn = TrainStep(
+            parts.model, parts.criterion, parts.optimizer, runtime, recipe.train.grad_clip
+        )
+        self.loader = build_train_loader(
+            recipe,
+            data.train,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+            pin_memory=runtime.device.type == "cuda",
+        )
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best: dict = {}
+        self.last_val: dict = {}
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly where the run stands."""
+        return {
+            "model": self.parts.bare_model.state_dict(),
+            "criterion": self.parts.criterion.state_dict(),
+            "optimizer": self.parts.optimizer.state_dict(),
+            "scheduler": self.parts.scheduler.state_dict(),
+            "scaler": self.step_fn.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "rng": rng_state(),
+            "best": self.best,
+            "recipe": json.dumps(self.recipe.to_dict()),
+            "num_classes": self.data.num_classes,
+            "model_name": self.recipe.model.name,
+        }
+
+    def restore(self, state: dict) -> None:
+        if state["num_classes"] != self.data.num_classes:
+            raise TrainingError(
+                f"checkpoint has {state['num_classes']} classes, the dataset has "
+                f"{self.data.num_classes}; resume with the dataset the run started on"
+            )
+        self.parts.bare_model.load_state_dict(state["model"])
+        self.parts.criterion.load_state_dict(state["criterion"])
+        self.parts.optimizer.load_state_dict(state["optimizer"])
+        self.parts.scheduler.load_state_dict(state["scheduler"])
+        self.step_fn.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        self.step, self.best = state["step"], dict(state.get("best") or {})
+        set_rng_state(state["rng"])
+
+    def save(self, name: str = "last.pt") -> None:
+        if self.runtime.is_main:
+            save_checkpoint(self.run_dir / name, self.state_dict())
+
+    # ------------------------------------------------------------------------------ loop
+    def fit(self) -> TrainResult:
+        cfg = self.recipe.train
+        tracker = Tracker(self.run_dir, cfg, self.recipe.to_dict(), enabled=self.runtime.is_main)
+        progress = EpochProgress(enabled=self.runtime.is_main)
+        status, signal_name = "completed", None
+        try:
+            with StopRequest() as stop:
+                while self.epoch < cfg.epochs:
+                    self._run_epoch(tracker, progress, stop)
+                    self._end_epoch(tracker, progress)
+        except Interrupted:
+            status, signal_name = "interrupted", stop.signal_name
+            progress.message(
+                f"{signal_name}: saved {self.run_dir / 'last.pt'} at epoch {self.epoch + 1}, "
+                f"batch {self.batch_in_epoch}; continue with --resume"
+            )
+        except NonFiniteLoss as err:
+            tracker.write("error", self.step, {"epoch": self.epoch, "message": str(err)})
+            raise
+        finally:
+            tracker.close()
+        return TrainResult(
+            self.run_dir, status, self.epoch, self.step, self.best, self.last_val, signal_name
+        )
+
+    def _run_epoch(self, tracker: Tracker, progress: EpochProgress, stop: StopRequest) -> None:
+        cfg, parts = self.recipe.train, self.parts
+        sampler = self.loader.batch_sampler
+        sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        accum = cfg.grad_accum
+        total_steps = len(sampler) // accum
+        progress.start_epoch(self.epoch, cfg.epochs, total_steps, self.batch_in_epoch // accum)
+        parts.model.train()
+        pending: list = []
+        loss = 0.0
+        for batch in _reraise_clean(self.loader):
+            pending.append(images_and_labels(batch))
+            if len(pending) < accum:
+                continue
+            stats = self.step_fn(pending, self.step)
+            pending = []
+            self.step += 1
+            self.batch_in_epoch += accum
+            loss = stats.loss
+            if parts.scheduler.per == "iteration":
+                parts.scheduler.step()
+            lr = parts.optimizer.param_groups[0]["lr"]
+            progress.advance(stats.images * self.runtime.world_size, loss, stats.parts, lr)
+            if self.step % cfg.log_every == 0:
+                record = {"epoch": self.epoch, "loss": loss, "lr": lr, **stats.parts}
+                tracker.write("train", self.step, record)
+            every = cfg.checkpoint.every_steps
+            if every and self.step % every == 0 and self.batch_in_epoch < total_steps * accum:
+                self.save()
+            if stop.requested(self.runtime.distributed, self.runtime.device):
+                progress.end_epoch(self.epoch, cfg.epochs, loss, lr)
+                self.save()
+                raise Interrupted("stopped")
+            if self.batch_in_epoch >= total_steps * accum:
+                break
+        self.epoch_rate = progress.end_epoch(
+            self.epoch, cfg.epochs, loss, parts.optimizer.param_groups[0]["lr"]
+        )
+        self.epoch_loss = loss
+
+    def _end_epoch(self, tracker: Tracker, progress: EpochProgress) -> None:
+        cfg, parts = self.recipe.train, self.parts
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        if parts.scheduler.per == "epoch":
+            parts.scheduler.step()
+        tracker.write(
+            "epoch",
+            self.step,
+            {"epoch": self.epoch, "loss": self.epoch_loss, "images_per_s": self.epoch_rate},
+        )
+        improved = False
+        due = cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs)
+        if due and self.data.val_query is not None:
+            metrics = validate(parts.bare_model, self.recipe, self.data, self.runtime)
+            self.last_val = {"epoch": self.epoch, **metrics}
+            tracker.write("val", self.step, self.last_val)
+            progress.message(
+                f"validation after epoch {self.epoch}: mAP {metrics['mAP']:.4f}, "
+                f"rank-1 {metrics['rank1']:.4f}"
+            )
+            improved = not self.best or metrics["mAP"] > self.best["mAP"]
+            if improved:
+                self.best = dict(self.last_val)
+        self.save()
+        if improved and cfg.checkpoint.save_best:
+            self.save("best.pt")
+        if cfg.checkpoint.keep_epochs:
+            self.save(f"epoch_{self.epoch:03d}.pt")
+        self.runtime.barrier()
+
+
+def _reraise_clean(loader):
+    """Iterate a loader; a bad image in a worker becomes one clean `DatasetError`."""
+    try:
+        yield from loader
+    except DatasetError as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        message = lines[-1] if lines else str(err)
+        message = message.split("DatasetError: ", 1)[-1]
+        raise DatasetError(message) from None
