@@ -65,13 +65,20 @@ def _brute_force(dist, q_pids, q_cams, g_pids, g_cams):
     return [np.array(c) for c in zip(*out, strict=True)]
 
 
-@pytest.mark.parametrize("levels", [3, 12, 0])
-def test_matches_brute_force_with_many_ties(levels):
+@pytest.mark.parametrize(
+    ("levels", "shift", "dtype"),
+    [(3, 0.0, np.float32), (12, 0.0, np.float32), (0, 0.0, np.float32), (4, -1.0, np.float32),
+     (0, -0.5, np.float32), (3, 0.0, np.float64), (0, -0.5, np.float64)],
+)  # fmt: skip
+def test_matches_brute_force_with_many_ties(levels, shift, dtype):
     rng = np.random.default_rng(levels)
     q, g = 40, 300
-    dist = rng.random((q, g)).astype(np.float32)
+    dist = rng.random((q, g))
     if levels:  # few distinct values: ties everywhere, including between matches
-        dist = np.floor(dist * levels).astype(np.float32)
+        dist = np.floor(dist * levels)
+    dist = (dist + shift).astype(dtype)  # negative values and -0.0 order like the floats
+    if shift:
+        dist[(dist == 0) & (rng.random(dist.shape) < 0.5)] = -0.0  # mixed with +0.0
     q_pids, g_pids = rng.integers(0, 15, q), rng.integers(0, 15, g)
     q_cams, g_cams = rng.integers(0, 3, q), rng.integers(0, 3, g)
     s = score_block(dist, q_pids, q_cams, g_pids, g_cams)

@@ -1,10 +1,11 @@
 """CMC, mAP and mINP under the Market-1501 protocol (SPEC §2), vectorised over query chunks.
 
 Instead of sorting every gallery row, each query's true matches are ranked by counting the
-gallery items closer than each of them: the match distances are sorted (a handful per query),
-every gallery item is bucketed against them with one `searchsorted`, and a cumulative histogram
-gives each match's position. Rows where a gallery distance equals a match distance fall back to
-a stable sort, so ties are ordered by gallery index exactly as the reference does.
+gallery items ahead of each of them: the match keys are sorted (a handful per query), every
+gallery item is bucketed against them with one `searchsorted`, and a cumulative histogram gives
+each match's position. Keys pack a float32 distance's bits with the gallery index, so ties are
+ordered by gallery index exactly as a stable sort does. Same-identity items are found sparsely
+through the gallery grouped by identity, never with (Q, G) comparisons.
 """
 
 from __future__ import annotations
@@ -45,57 +46,98 @@ class QueryScores:
         )
 
 
-def _match_positions_by_sort(
-    d: torch.Tensor, match: torch.Tensor, n_match: torch.Tensor, m_max: int
+class _Gallery:
+    """Gallery labels with the items of each identity grouped, for sparse same-pid lookups."""
+
+    def __init__(self, g_pids: torch.Tensor, g_camids: torch.Tensor) -> None:
+        self.camids = g_camids
+        self.by_pid = torch.sort(g_pids, stable=True).indices  # (G,) item order, grouped by pid
+        self.pids, self.counts = torch.unique_consecutive(g_pids[self.by_pid], return_counts=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def same_pid(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, item) pairs of query rows and gallery items of the same identity, row-major,
+        items ascending within a row."""
+        group = torch.searchsorted(self.pids, q_pids).clamp(max=max(len(self.pids) - 1, 0))
+        found = self.pids[group] == q_pids
+        counts = torch.where(found, self.counts[group], 0)  # (R,)
+        rows = torch.repeat_interleave(torch.arange(len(q_pids)), counts)
+        offset = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
+        return rows, self.by_pid[self.starts[group][rows] + offset]
+
+
+def _order_keys(d: torch.Tensor) -> torch.Tensor:
+    """(R, G) int64 keys whose order is the stable order of `d` (distance, then gallery index).
+
+    A float32's bit pattern, with the magnitude bits of negative values flipped, orders like the
+    float; the gallery index fills the low 32 bits, so keys are unique and need no tie rules.
+    """
+    bits = d.view(torch.int32)
+    if bool((bits < 0).any()):  # negative values, or -0.0 (equal to +0.0 for a sort)
+        bits = (d + 0.0).view(torch.int32)
+        bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    keys = bits.to(torch.int64)
+    keys <<= 32
+    keys += torch.arange(d.shape[1])
+    return keys
+
+
+def _positions_by_keys(
+    keys: torch.Tensor, m_rows, m_cols, j_rows, j_cols, n_match: torch.Tensor, m_max: int
 ) -> torch.Tensor:
-    """(R, m_max) 0-based positions of the true matches from a stable sort of each row."""
-    order = torch.sort(d, dim=1, stable=True).indices  # (R, G)
-    sorted_match = match.gather(1, order)
-    rows, pos = sorted_match.nonzero(as_tuple=True)  # row-major: ascending positions per row
-    start = torch.cumsum(n_match, 0) - n_match
-    slot = torch.arange(rows.numel()) - start[rows]
-    out = torch.zeros((d.shape[0], m_max), dtype=torch.int64)
+    """(R, m_max) 0-based positions of the true matches among the kept gallery items.
+
+    Every item is bucketed against the row's sorted match keys with one `searchsorted`; a
+    cumulative histogram then counts the items ahead of each match, and the removed
+    (same-identity, same-camera) items ahead of it are subtracted.
+    """
+    num = keys.shape[0]
+    slot = torch.arange(m_rows.numel()) - (torch.cumsum(n_match, 0) - n_match)[m_rows]
+    thresholds = torch.full((num, m_max), torch.iinfo(torch.int64).max, dtype=torch.int64)
+    thresholds[m_rows, slot] = keys[m_rows, m_cols]
+    thresholds = thresholds.sort(dim=1).values  # (R, m_max) match keys, ascending
+    bucket = torch.searchsorted(thresholds, keys, right=True)  # (R, G): match keys <= item key
+    hist = torch.zeros((num, m_max + 1), dtype=torch.int64)
+    hist.scatter_add_(1, bucket, torch.ones((), dtype=torch.int64).expand_as(bucket))
+    positions = torch.cumsum(hist, 1)[:, :m_max]  # items ahead of the k-th match
+    junk_ahead = keys[j_rows, j_cols][:, None] < thresholds[j_rows]  # (J, m_max)
+    positions.index_add_(0, j_rows, -junk_ahead.to(torch.int64))
+    return positions
+
+
+def _positions_by_sort(d, m_rows, m_cols, j_rows, j_cols, n_match, m_max) -> torch.Tensor:
+    """The same positions from a stable sort of each row (any dtype; slower)."""
+    num, num_g = d.shape
+    d = d.clone()
+    d[j_rows, j_cols] = float("inf")  # removed items behind every finite match
+    match = torch.zeros((num, num_g), dtype=torch.bool)
+    match[m_rows, m_cols] = True
+    order = torch.sort(d, dim=1, stable=True).indices
+    rows, pos = match.gather(1, order).nonzero(as_tuple=True)
+    slot = torch.arange(rows.numel()) - (torch.cumsum(n_match, 0) - n_match)[rows]
+    out = torch.zeros((num, m_max), dtype=torch.int64)
     out[rows, slot] = pos
     return out
 
 
 def _score_rows(
-    d: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, g_pids, g_camids
+    d: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, gallery: _Gallery
 ) -> QueryScores:
     """Score one (R, G) block; see `score_block`."""
-    same_pid = q_pids[:, None] == g_pids[None, :]  # (R, G)
-    junk = same_pid & (q_camids[:, None] == g_camids[None, :])
-    match = same_pid & ~junk
-    n_match = match.sum(1)  # (R,)
     num = d.shape[0]
+    rows, cols = gallery.same_pid(q_pids)
+    junk = gallery.camids[cols] == q_camids[rows]  # same identity, same camera: removed
+    m_rows, m_cols, j_rows, j_cols = rows[~junk], cols[~junk], rows[junk], cols[junk]
+    n_match = torch.bincount(m_rows, minlength=num)  # (R,)
     m_max = int(n_match.max()) if num else 0
     if m_max == 0:
         nan = np.full(num, np.nan)
         return QueryScores(np.zeros(num, bool), nan, nan.copy(), np.full(num, -1, np.int64))
-    # Removed items go to +inf: behind every (finite) true match, so they never count.
-    d = d.masked_fill(junk, float("inf"))
-    rows, cols = match.nonzero(as_tuple=True)
-    start = torch.cumsum(n_match, 0) - n_match
-    slot = torch.arange(rows.numel()) - start[rows]
-    thresholds = torch.full((num, m_max), float("inf"), dtype=d.dtype)
-    thresholds[rows, slot] = d[rows, cols]
-    thresholds = thresholds.sort(dim=1).values  # (R, m_max) match distances, ascending
-    # bucket[r, x] = number of match distances <= d[r, x]
-    bucket = torch.searchsorted(thresholds, d, right=True)  # (R, G)
-    hist = torch.zeros((num, m_max + 1), dtype=torch.int64)
-    hist.scatter_add_(1, bucket, torch.ones((), dtype=torch.int64).expand_as(bucket))
-    positions = torch.cumsum(hist, 1)[:, :m_max]  # (R, m_max): items before the k-th match
-    # Ties: an item (other than the match itself) at exactly a match distance, or two matches
-    # at the same distance; those rows are ranked by a stable sort instead.
-    at_threshold = (bucket > 0) & (thresholds.gather(1, (bucket - 1).clamp(min=0)) == d)
-    at_threshold &= ~junk
-    k = torch.arange(m_max)
-    dup = (thresholds[:, 1:] == thresholds[:, :-1]) & (k[None, 1:] < n_match[:, None])
-    tied = (at_threshold.sum(1) != n_match) | dup.any(1)
-    tied &= n_match > 0
-    if tied.any():
-        idx = tied.nonzero(as_tuple=True)[0]
-        positions[idx] = _match_positions_by_sort(d[idx], match[idx], n_match[idx], m_max)
+    args = (m_rows, m_cols, j_rows, j_cols, n_match, m_max)
+    if d.dtype == torch.float32:
+        positions = _positions_by_keys(_order_keys(d.contiguous()), *args)
+    else:
+        positions = _positions_by_sort(d, *args)
     return _summarise_positions(positions, n_match)
 
 
@@ -131,10 +173,10 @@ def score_block(dist, q_pids, q_camids, g_pids, g_camids) -> QueryScores:
     """
     d = torch.as_tensor(dist)
     qp, qc = torch.as_tensor(q_pids), torch.as_tensor(q_camids)
-    gp, gc = torch.as_tensor(g_pids), torch.as_tensor(g_camids)
+    gallery = _Gallery(torch.as_tensor(g_pids), torch.as_tensor(g_camids))
     rows = max(1, WORK_ELEMENTS // max(1, d.shape[1]))
     parts = [
-        _score_rows(d[s : s + rows], qp[s : s + rows], qc[s : s + rows], gp, gc)
+        _score_rows(d[s : s + rows], qp[s : s + rows], qc[s : s + rows], gallery)
         for s in range(0, d.shape[0], rows)
     ]
     return QueryScores.concat(parts)
