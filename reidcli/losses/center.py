@@ -7,7 +7,8 @@ from reidcli.losses.cross_entropy import as_float
 
 def scale_grad(x: Tensor, scale: float) -> Tensor:
     """Return `x` unchanged in the forward pass with its gradient multiplied by `scale`."""
-    return x * scale + x.detach() * (1 - scale)
+    # x − x.detach() is exactly zero, so the forward value is x to the last bit.
+    return x.detach() + (x - x.detach()) * scale
 
 
 def center_loss(features: Tensor, labels: Tensor, centers: Tensor) -> Tensor:
