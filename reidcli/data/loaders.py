@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader
 
 from reidcli.data.dataset import ImageDataset
 from reidcli.data.sampler import IdentityBatchSampler
+from reidcli.data.seeding import SeededBatches, SeededDataset
 from reidcli.data.transforms import build_eval_transform, build_train_transform
 from reidcli.errors import DatasetError
 from reidcli.recipe.data import Data
@@ -17,13 +18,15 @@ def build_train_loader(
     """P×K batches of training images with the training transform.
 
     Rows whose `split` is not "train" are left out when the column is present. The loader's
-    `batch_sampler` is the `IdentityBatchSampler`: call `loader.batch_sampler.set_epoch(epoch)`
-    before every epoch. Items are dicts (see `ImageDataset`), batched.
+    `batch_sampler` wraps the `IdentityBatchSampler`: call
+    `loader.batch_sampler.set_epoch(epoch, start_batch)` before every epoch. Each sample is
+    augmented under its own seed (see `reidcli.data.seeding`), so batches are reproducible
+    across resumes and worker counts. Items are dicts (see `ImageDataset`), batched.
 
     Args:
         frame: manifest rows (path, pid, label, camid[, split]).
         cfg: the recipe's data section (P, K, workers, transform settings).
-        seed: seeds the batch sequence and the workers' augmentation randomness.
+        seed: seeds the batch sequence and every sample's augmentation.
         rank: this process's rank.
         world_size: number of ranks.
 
@@ -40,15 +43,11 @@ def build_train_loader(
     sampler = IdentityBatchSampler(
         frame["label"].tolist(), cfg.p, cfg.k, seed=seed, rank=rank, world_size=world_size
     )
-    # Each rank's workers draw different augmentations; the seed fixes them run to run.
-    generator = torch.Generator().manual_seed(seed * 1009 + rank)
     return DataLoader(
-        ImageDataset(frame, build_train_transform(cfg)),
-        batch_sampler=sampler,
+        SeededDataset(ImageDataset(frame, build_train_transform(cfg))),
+        batch_sampler=SeededBatches(sampler, seed, rank),
         num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0,
         pin_memory=torch.cuda.is_available(),
-        generator=generator,
     )
 
 

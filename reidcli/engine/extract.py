@@ -1,23 +1,11 @@
 """Feature extraction with `model.embed`, the single definition of the embedding."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from reidcli.engine.runtime import Runtime
-
-
-@dataclass
-class Features:
-    """Embeddings of a set of images with their identities and cameras (row order kept)."""
-
-    features: np.ndarray  # (N, E) float32
-    pids: np.ndarray  # (N,) int64
-    camids: np.ndarray  # (N,) int64
-    paths: np.ndarray  # (N,) str
 
 
 @torch.no_grad()

@@ -5,8 +5,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reidcli.data.loaders import build_train_loader
 from reidcli.engine.checkpoint import check_resume_recipe, load_checkpoint, save_checkpoint
-from reidcli.engine.data import build_train_loader, images_and_labels, load_run_data
+from reidcli.engine.data import images_and_labels, load_run_data
 from reidcli.engine.interrupt import StopRequest
 from reidcli.engine.progress import EpochProgress
 from reidcli.engine.runtime import Runtime, rng_state, set_rng_state
@@ -97,11 +98,11 @@ class Trainer:
             parts.model, parts.criterion, parts.optimizer, runtime, recipe.train.grad_clip
         )
         self.loader = build_train_loader(
-            recipe,
             data.train,
+            recipe.data,
+            seed=recipe.train.seed,
             rank=runtime.rank,
             world_size=runtime.world_size,
-            pin_memory=runtime.device.type == "cuda",
         )
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best: dict = {}
@@ -174,9 +175,10 @@ class Trainer:
     def _run_epoch(self, tracker: Tracker, progress: EpochProgress, stop: StopRequest) -> None:
         cfg, parts = self.recipe.train, self.parts
         sampler = self.loader.batch_sampler
-        sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        sampler.set_epoch(self.epoch)
         accum = cfg.grad_accum
-        total_steps = len(sampler) // accum
+        total_steps = len(sampler) // accum  # the whole epoch's steps, before any resume offset
+        sampler.set_epoch(self.epoch, self.batch_in_epoch)
         progress.start_epoch(self.epoch, cfg.epochs, total_steps, self.batch_in_epoch // accum)
         parts.model.train()
         pending: list = []
