@@ -45,6 +45,21 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
+def rss_mib() -> float:
+    """This process's current resident memory (VmRSS), MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak() -> None:
+    """Reset VmHWM to the current resident memory (Linux: clear_refs 5)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as fh:
         return fh.read().strip()

@@ -84,6 +84,7 @@ def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(monkey
     gf = gf / np.linalg.norm(gf, axis=1, keepdims=True)
     whole = rr.rerank(qf, gf, metric="euclidean")
     monkeypatch.setattr(rr, "BLOCK_ELEMENTS", 3000)
+    monkeypatch.setattr(rr, "FINAL_ELEMENTS", 2000)
     monkeypatch.setattr(rr, "PAIR_BUDGET", 500)
     monkeypatch.setattr(rr, "PAIR_ROWS", 77)
     starts = [s for s, _ in rr.iter_rerank(qf, gf, metric="euclidean")]

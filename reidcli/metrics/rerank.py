@@ -20,12 +20,14 @@ import torch
 
 from reidcli.metrics.distance import Metric, as_tensor, check_metric
 
-# (rows, N) float32 distance blocks of about 64 MiB.
-BLOCK_ELEMENTS = 1 << 24
+# (rows, N) float32 distance blocks of about 32 MiB.
+BLOCK_ELEMENTS = 1 << 23
+# (rows, G) blocks of the final matrix: about 32 MiB of float64 Jaccard sums.
+FINAL_ELEMENTS = 1 << 22
 # Gathered (query nonzero, gallery nonzero) pairs per Jaccard chunk.
 PAIR_BUDGET = 1 << 22
 # Feature pairs gathered at once when computing distances of arbitrary pairs.
-PAIR_ROWS = 1 << 15
+PAIR_ROWS = 1 << 13
 
 
 class FeatureSource:
@@ -65,7 +67,7 @@ class MatrixSource:
         self.n = dist.shape[0]
 
     def block(self, start: int, stop: int, col_start: int = 0) -> torch.Tensor:
-        return self.d[start:stop, col_start:]
+        return self.d[start:stop, col_start:].clone()  # callers may modify the block in place
 
     def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         return self.d[i, j]
@@ -190,13 +192,18 @@ def _iter_final(
     vg_csc = v[num_query:].tocsc()
     vg_csc.sort_indices()
     col_nnz = np.diff(vg_csc.indptr)
-    max_rows = max(1, BLOCK_ELEMENTS // max(1, n - num_query))
+    max_rows = max(1, FINAL_ELEMENTS // max(1, n - num_query))
     for rows in _query_chunks(vq, col_nnz, max_rows):
-        tmin = _min_sums(vq[rows], vg_csc)
-        jaccard = 1.0 - tmin / (2.0 - tmin)
-        original = source.block(rows.start, rows.stop, col_start=num_query)
-        original = (original / row_max[rows, None]).double().numpy()
-        yield rows.start, ((1 - lambda_) * jaccard + lambda_ * original).astype(np.float32)
+        tmin = _min_sums(vq[rows], vg_csc)  # (r, G) float64
+        # jaccard = 1 − tmin / (2 − tmin), weighted by (1 − λ); in place to bound memory
+        np.divide(tmin, 2.0 - tmin, out=tmin)
+        np.subtract(1.0, tmin, out=tmin)
+        tmin *= 1.0 - lambda_
+        original = source.block(rows.start, rows.stop, col_start=num_query)  # (r, G) float32
+        original.div_(row_max[rows, None]).mul_(lambda_)
+        final = original.numpy()
+        final += tmin
+        yield rows.start, final
 
 
 def _check_params(k1: int, k2: int, lambda_: float, n: int) -> None:
