@@ -26,6 +26,7 @@ BRANCHES = ("global_branch", "part_branch", "channel_branch")
 # follow the output order glo, glo_drop, g_par, p0, p1, c0, c1.
 LIGHTMBN_PREFIXES = {
     "backone.": "trunk.",
+    "backbone.": "trunk.",  # the spelling of some LightMBN revisions of lmbn_n.py
     "global_branch.": "global_branch.",
     "partial_branch.": "part_branch.",
     "channel_branch.": "channel_branch.",
