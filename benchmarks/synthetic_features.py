@@ -23,7 +23,9 @@ def make_features(size: str, dim: int = 512, seed: int = 0) -> dict:
         return torch.nn.functional.normalize(x, dim=1), camids
 
     q_pids = torch.randint(1, ids + 1, (num_q,), generator=gen)
-    g_pids = torch.cat([torch.arange(1, ids + 1), torch.randint(0, ids + 1, (num_g - ids,))])
+    g_pids = torch.cat(
+        [torch.arange(1, ids + 1), torch.randint(0, ids + 1, (num_g - ids,), generator=gen)]
+    )
     qf, qc = draw(num_q, q_pids)
     gf, gc = draw(num_g, g_pids)
     return {

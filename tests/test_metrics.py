@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import reidcli.metrics.rank as rank_module
 from reidcli.errors import FeaturesError
 from reidcli.metrics.cuhk03 import single_shot_cmc
 from reidcli.metrics.distance import compute_distance, iter_distance_chunks
@@ -39,7 +40,9 @@ def _check_golden(dist, g):
     assert m["num_skipped"] == 3 and m["num_query"] == 587
 
 
-def test_golden_on_reference_distmat(golden):
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_golden_on_reference_distmat(golden, share, monkeypatch):
+    monkeypatch.setattr(rank_module, "CANDIDATE_SHARE", share)
     _check_golden(golden["distmat"], golden)
 
 
@@ -70,7 +73,9 @@ def _brute_force(dist, q_pids, q_cams, g_pids, g_cams):
     [(3, 0.0, np.float32), (12, 0.0, np.float32), (0, 0.0, np.float32), (4, -1.0, np.float32),
      (0, -0.5, np.float32), (3, 0.0, np.float64), (0, -0.5, np.float64)],
 )  # fmt: skip
-def test_matches_brute_force_with_many_ties(levels, shift, dtype):
+@pytest.mark.parametrize("share", [0.0, 1.0])  # every item keyed / candidates sorted
+def test_matches_brute_force_with_many_ties(levels, shift, dtype, share, monkeypatch):
+    monkeypatch.setattr(rank_module, "CANDIDATE_SHARE", share)
     rng = np.random.default_rng(levels)
     q, g = 40, 300
     dist = rng.random((q, g))

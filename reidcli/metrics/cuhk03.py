@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 REPEATS = 10
+# About 32 MiB of float64 per (rows, G) working block.
+WORK_ELEMENTS = 1 << 22
 
 
 def single_shot_cmc(
@@ -30,6 +32,18 @@ def single_shot_cmc(
     Returns:
         (R, max_rank) float64 curves averaged over the repeats (zeros for skipped queries).
     """
+    rows = max(1, WORK_ELEMENTS // max(1, np.shape(dist)[1]))
+    parts = [
+        _single_shot_rows(
+            dist[s : s + rows], q_pids[s : s + rows], q_camids[s : s + rows], g_pids, g_camids,
+            rng, max_rank,
+        )
+        for s in range(0, len(q_pids), rows)
+    ]  # fmt: skip
+    return np.concatenate(parts)
+
+
+def _single_shot_rows(dist, q_pids, q_camids, g_pids, g_camids, rng, max_rank) -> np.ndarray:
     d = torch.as_tensor(dist)
     qp, qc = torch.as_tensor(q_pids), torch.as_tensor(q_camids)
     gp, gc = torch.as_tensor(g_pids), torch.as_tensor(g_camids)

@@ -1,11 +1,12 @@
 """CMC, mAP and mINP under the Market-1501 protocol (SPEC §2), vectorised over query chunks.
 
-Instead of sorting every gallery row, each query's true matches are ranked by counting the
-gallery items ahead of each of them: the match keys are sorted (a handful per query), every
-gallery item is bucketed against them with one `searchsorted`, and a cumulative histogram gives
-each match's position. Keys pack a float32 distance's bits with the gallery index, so ties are
-ordered by gallery index exactly as a stable sort does. Same-identity items are found sparsely
-through the gallery grouped by identity, never with (Q, G) comparisons.
+Instead of sorting every gallery row, only the items no farther than a query's last true match
+are sorted (usually a small share of the gallery). When that share is large (a weak model), the
+match keys are sorted instead, every gallery item is bucketed against them with one
+`searchsorted`, and a cumulative histogram gives each match's position. Keys pack a float32
+distance's bits with the gallery index, so ties are ordered by gallery index exactly as a stable
+sort does. Same-identity items are found sparsely through the gallery grouped by identity,
+never with (Q, G) comparisons.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 MAX_RANK = 50
 # About 64 MiB of int64 per (rows, G) working block.
 WORK_ELEMENTS = 1 << 23
+# Above this share of items no farther than the last true match, every item is keyed instead.
+CANDIDATE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -66,20 +69,49 @@ class _Gallery:
         return rows, self.by_pid[self.starts[group][rows] + offset]
 
 
-def _order_keys(d: torch.Tensor) -> torch.Tensor:
-    """(R, G) int64 keys whose order is the stable order of `d` (distance, then gallery index).
+def _order_keys(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """int64 keys whose order is the stable order of float32 `values` (value, then index).
 
     A float32's bit pattern, with the magnitude bits of negative values flipped, orders like the
     float; the gallery index fills the low 32 bits, so keys are unique and need no tie rules.
     """
-    bits = d.view(torch.int32)
+    bits = values.view(torch.int32)
     if bool((bits < 0).any()):  # negative values, or -0.0 (equal to +0.0 for a sort)
-        bits = (d + 0.0).view(torch.int32)
+        bits = (values + 0.0).view(torch.int32)
         bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     keys = bits.to(torch.int64)
     keys <<= 32
-    keys += torch.arange(d.shape[1])
+    keys += index
     return keys
+
+
+def _positions_by_candidates(
+    d: torch.Tensor, m_rows, m_cols, j_rows, j_cols, n_match: torch.Tensor, m_max: int
+) -> torch.Tensor | None:
+    """(R, m_max) match positions from the few items no farther than each row's last match.
+
+    Returns None when those items exceed CANDIDATE_SHARE of the block (a weak model), where
+    keying every item is cheaper than sorting the candidates.
+    """
+    num, num_g = d.shape
+    last = torch.full((num,), float("-inf"), dtype=d.dtype)
+    last.scatter_reduce_(0, m_rows, d[m_rows, m_cols], "amax")  # farthest true match per row
+    rows, cols = (d <= last[:, None]).nonzero(as_tuple=True)  # the only items that can precede
+    if rows.numel() > CANDIDATE_SHARE * d.numel():
+        return None
+    codes = rows * num_g + cols
+    kept = ~torch.isin(codes, j_rows * num_g + j_cols)  # drop same-identity same-camera items
+    rows, cols, codes = rows[kept], cols[kept], codes[kept]
+    order = torch.sort(_order_keys(d[rows, cols], cols), stable=True).indices
+    order = order[torch.sort(rows[order], stable=True).indices]  # by row, then stable order
+    rows, codes = rows[order], codes[order]
+    position = torch.arange(rows.numel()) - torch.searchsorted(rows, rows)  # within its row
+    is_match = torch.isin(codes, m_rows * num_g + m_cols)
+    r, p = rows[is_match], position[is_match]  # row-major, positions ascending
+    slot = torch.arange(r.numel()) - (torch.cumsum(n_match, 0) - n_match)[r]
+    out = torch.zeros((num, m_max), dtype=torch.int64)
+    out[r, slot] = p
+    return out
 
 
 def _positions_by_keys(
@@ -135,7 +167,10 @@ def _score_rows(
         return QueryScores(np.zeros(num, bool), nan, nan.copy(), np.full(num, -1, np.int64))
     args = (m_rows, m_cols, j_rows, j_cols, n_match, m_max)
     if d.dtype == torch.float32:
-        positions = _positions_by_keys(_order_keys(d.contiguous()), *args)
+        positions = _positions_by_candidates(d, *args)
+        if positions is None:
+            keys = _order_keys(d.contiguous(), torch.arange(d.shape[1]))
+            positions = _positions_by_keys(keys, *args)
     else:
         positions = _positions_by_sort(d, *args)
     return _summarise_positions(positions, n_match)
