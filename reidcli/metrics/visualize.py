@@ -78,7 +78,7 @@ def save_ranked_lists(out_dir: str | Path, feats: Features, result: Evaluation, 
 
 
 def save_cmc_curve(path: str | Path, metrics: dict, size: tuple[int, int] = (640, 420)) -> Path:
-    """Plot the CMC curve (and the re-ranked one, dashed blue, when present) to a PNG."""
+    """Plot the CMC curve (orange; the re-ranked one in blue when present) to a PNG."""
     w, h = size
     left, right, top, bottom = 50, 20, 20, 40
     img = Image.new("RGB", size, (255, 255, 255))
@@ -102,7 +102,8 @@ def save_cmc_curve(path: str | Path, metrics: dict, size: tuple[int, int] = (640
         points = [xy(r + 1, v, len(cmc)) for r, v in enumerate(cmc)]
         draw.line(points, fill=colour, width=2)
     draw.text((left, h - bottom + 10), f"rank 1 .. {len(curves[0][0])}", fill=(0, 0, 0))
-    draw.text((w - 220, h - bottom + 10), "orange: original, blue: re-ranked", fill=(0, 0, 0))
+    legend = "orange: original, blue: re-ranked" if len(curves) > 1 else "CMC"
+    draw.text((w - 220, h - bottom + 10), legend, fill=(0, 0, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
