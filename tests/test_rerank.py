@@ -5,6 +5,7 @@ import pytest
 
 import reidcli.metrics.rerank as rr
 from reidcli.metrics.evaluate import evaluate_features
+from reidcli.metrics.rank import evaluate_rank
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,23 @@ def test_bad_parameters():
         rr.rerank(x[:2], x[2:], k1=20)
     with pytest.raises(ValueError, match="lambda"):
         rr.rerank(x[:2], x[2:], k1=2, lambda_=1.5)
+
+
+def test_evaluate_features_takes_recipe_sections():
+    from reidcli.recipe.run import QueryExpansion, Rerank
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(10, 8))
+    g_pids = np.repeat(np.arange(10), 5)
+    gf = (centres[g_pids] + 0.7 * rng.normal(size=(50, 8))).astype(np.float32)
+    qf = (centres + 0.7 * rng.normal(size=(10, 8))).astype(np.float32)
+    args = (qf, gf, np.arange(10), g_pids, np.zeros(10, np.int64), np.ones(50, np.int64))
+    off = evaluate_features(*args, rerank=Rerank(), query_expansion=QueryExpansion())
+    assert "reranked" not in off and "query_expansion" not in off
+    on = evaluate_features(*args, rerank=Rerank(enabled=True, k1=6, k2=2, **{"lambda": 0.5}))
+    assert on["reranked"]["params"] == {"k1": 6, "k2": 2, "lambda": 0.5}
+    direct = rr.rerank(qf, gf, k1=6, k2=2, lambda_=0.5, metric="cosine")
+    expected = evaluate_rank(direct, args[2], args[3], args[4], args[5])
+    assert on["reranked"]["mAP"] == pytest.approx(expected["mAP"], abs=1e-12)
+    qe = evaluate_features(*args, query_expansion=QueryExpansion(enabled=True, k=2, alpha=1.0))
+    assert qe["query_expansion"] == {"k": 2, "alpha": 1.0}
