@@ -59,48 +59,52 @@ def train(
     return run_training(recipe, out_dir, resume_from=resume_from, device=device)
 
 
-def evaluate_features_file(
-    features_path: str | Path,
+def evaluate(
+    target: str | Path | None = None,
     *,
-    distance: str = "cosine",
-    ranks: tuple[int, ...] = (1, 5, 10, 20),
+    features: str | Path | None = None,
+    recipe: str | Path | None = None,
+    split: str = "test",
+    flip: bool | None = None,
+    distance: str | None = None,
+    ranks: tuple[int, ...] | None = None,
     rerank: dict | bool | None = None,
     query_expansion: dict | bool | None = None,
     protocol: str = "market",
     seed: int = 0,
+    save_features: str | Path | None = None,
     visualize: int = 0,
     visualize_dir: str | Path | None = None,
+    device: str = "auto",
+    amp: str | None = None,
+    runs_dir: str | Path = "runs",
 ) -> dict:
-    """Evaluate a features `.npz` file (no model needed) and return the metrics.
+    """Evaluate a trained model on a prepared dataset, or saved features without a model.
 
-    `rerank` / `query_expansion` take True (defaults) or option mappings (k1, k2, lambda_;
-    k, alpha). With `visualize` > 0, ranked lists of that many worst and best queries and the
-    CMC curve are written as PNGs to `visualize_dir` (default: `<file stem>_visualize/` beside
-    the file) and listed under `figures`. See `reidcli.metrics.evaluate.evaluate_features`.
+    Args:
+        target: a run folder (its best.pt, else last.pt), a checkpoint, or None for the newest
+            run under `runs_dir`. Ignored with `features`.
+        features: a features `.npz` file to score instead of running a model.
+        recipe: the recipe of a weights file that carries none (a LightMBN checkpoint).
+        split: "test" (query/gallery) or "val" (the validation identities).
+        flip, distance, ranks: override the recipe's `eval` section (features files default to
+            cosine distance).
+        rerank, query_expansion: True (defaults) or option mappings (k1, k2, lambda_; k, alpha).
+        protocol: "market", or "cuhk03" (classic single-gallery-shot, seeded by `seed`).
+        save_features: write the extracted features (with image paths) to this `.npz`.
+        visualize: write ranked lists of that many worst and best queries and the CMC curve as
+            PNGs to `visualize_dir` (default: beside the run or features file).
+        device, amp: where and in which precision the model runs (amp defaults to the recipe's).
+
+    Returns:
+        The metrics (see `reidcli.metrics.evaluate.evaluate_features`), with `checkpoint` and
+        `eval_json` for a model, `features_file` when saved, and `figures` when drawn. A model's
+        metrics are also written to `eval.json` beside its checkpoint.
     """
-    from reidcli.metrics.evaluate import run_evaluation
-    from reidcli.metrics.features import load_features
-    from reidcli.metrics.visualize import save_cmc_curve, save_ranked_lists
+    options = dict(locals())
+    from reidcli.engine.evaluation import evaluate_target
 
-    feats = load_features(features_path)
-    if visualize and not feats.has_paths:
-        from reidcli.errors import FeaturesError
-
-        raise FeaturesError(f"{features_path}: --visualize needs query_paths and gallery_paths")
-    result = run_evaluation(
-        feats.query_features, feats.gallery_features, feats.query_pids, feats.gallery_pids,
-        feats.query_camids, feats.gallery_camids, distance=distance, ranks=ranks, rerank=rerank,
-        query_expansion=query_expansion, protocol=protocol, seed=seed,
-        top_k=10 if visualize else 0,
-    )  # fmt: skip
-    metrics = result.metrics
-    if visualize:
-        path = Path(features_path)
-        out_dir = Path(visualize_dir or path.with_name(f"{path.stem}_visualize"))
-        figures = save_ranked_lists(out_dir, feats, result, visualize)
-        figures.append(save_cmc_curve(out_dir / "cmc.png", metrics))
-        metrics["figures"] = [str(p) for p in figures]
-    return metrics
+    return evaluate_target(**options)
 
 
 def rerank(

@@ -21,9 +21,9 @@ FEATURE_KEYS = (
 PUBLIC = {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped"}
 
 
-def reid(*args: str) -> subprocess.CompletedProcess:
+def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=cwd
     )
 
 
@@ -64,10 +64,16 @@ def test_rerank_writes_distances(features_file, golden, tmp_path):
     np.testing.assert_allclose(np.load(dist), golden["expected_reranked"], atol=1e-5)
 
 
-def test_eval_without_features_is_a_usage_error():
-    out = reid("eval")
+def test_eval_without_a_run_or_features_says_so(tmp_path):
+    out = reid("eval", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "no run found under runs/" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_eval_run_and_features_together_is_a_usage_error(tmp_path, features_file):
+    out = reid("eval", str(tmp_path), "--features", str(features_file), cwd=tmp_path)
     assert out.returncode == 2
-    assert "--features" in out.stderr and "Traceback" not in out.stderr
+    assert "not both" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("problem", ["missing", "nan", "length", "dtype", "absent"])

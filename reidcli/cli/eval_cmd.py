@@ -1,4 +1,4 @@
-"""`reid eval`: metrics of saved features (Market-1501 protocol, optional re-ranking)."""
+"""`reid eval`: metrics of a trained model or of saved features (Market-1501 protocol)."""
 
 import json
 import sys
@@ -11,6 +11,11 @@ import typer
 class Distance(StrEnum):
     cosine = "cosine"
     euclidean = "euclidean"
+
+
+class Split(StrEnum):
+    test = "test"
+    val = "val"
 
 
 class Protocol(StrEnum):
@@ -45,14 +50,32 @@ def print_result(metrics: dict, as_json: bool, title: str) -> None:
 
 
 def eval_cmd(
+    target: Path | None = typer.Argument(
+        None, help="Run folder (best.pt, else last.pt) or checkpoint; default: newest under runs/."
+    ),
     features: Path | None = typer.Option(None, "--features", help=FEATURES_HELP),
+    recipe: Path | None = typer.Option(
+        None, "--recipe", help="Recipe of a weights file that carries none (LightMBN .pth)."
+    ),
+    split: Split = typer.Option(
+        Split.test, "--split", help="test: query/gallery; val: held-out ids."
+    ),
+    flip: bool | None = typer.Option(
+        None, "--flip/--no-flip", help="Flip test-time augmentation (default: the recipe's)."
+    ),
+    save_features: Path | None = typer.Option(
+        None, "--save-features", help="Write the extracted features to this .npz file."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     rerank: bool = typer.Option(False, "--rerank", help="Also report k-reciprocal re-ranking."),
     k1: int = typer.Option(20, "--k1", min=1, help="Re-ranking: k-reciprocal neighbours."),
     k2: int = typer.Option(6, "--k2", min=1, help="Re-ranking: local query expansion size."),
     lambda_: float = typer.Option(
         0.3, "--lambda", min=0.0, max=1.0, help="Re-ranking: weight of the original distance."
     ),
-    distance: Distance = typer.Option(Distance.cosine, "--distance", help="Distance."),
+    distance: Distance | None = typer.Option(
+        None, "--distance", help="Distance (default: the recipe's; cosine for --features)."
+    ),
     query_expansion: bool = typer.Option(
         False, "--query-expansion", help="α-weighted average query expansion before scoring."
     ),
@@ -70,26 +93,36 @@ def eval_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
-    """Evaluate query/gallery features: rank-1/5/10/20, mAP, mINP (Market-1501 protocol)."""
-    if features is None:
-        raise typer.BadParameter(
-            "a features file is required: reid eval --features FILE.npz", param_hint="--features"
-        )
+    """Evaluate a trained model or saved features: rank-1/5/10/20, mAP, mINP."""
     from reidcli import api
 
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(
+            f"must be auto, cpu or cuda, got {device!r}", param_hint="--device"
+        )
     try:
-        metrics = api.evaluate_features_file(
-            features,
-            distance=distance.value,
+        metrics = api.evaluate(
+            target,
+            features=features,
+            recipe=recipe,
+            split=split.value,
+            flip=flip,
+            distance=distance.value if distance else None,
             rerank=rerank_options(k1, k2, lambda_) if rerank else None,
             query_expansion={"k": qe_k, "alpha": qe_alpha} if query_expansion else None,
             protocol=protocol.value,
             seed=seed,
+            save_features=save_features,
             visualize=visualize,
             visualize_dir=vis_dir,
+            device=device,
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    print_result(metrics, as_json, title=f"evaluation of {features.name}")
+    source = features.name if features else metrics.get("checkpoint", "")
+    print_result(metrics, as_json, title=f"evaluation of {source}")
+    for key in ("features_file", "eval_json"):
+        if key in metrics:
+            print(f"wrote {metrics[key]}", file=sys.stderr)
     for path in metrics.get("figures", []):
         print(f"wrote {path}", file=sys.stderr)

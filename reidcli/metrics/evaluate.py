@@ -54,7 +54,9 @@ def _options(section, names: tuple[str, ...]) -> dict | None:
 def _to_numpy(values, dtype) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
-    return np.ascontiguousarray(values, dtype=dtype)
+    array = np.ascontiguousarray(values, dtype=dtype)
+    # torch cannot wrap read-only buffers (pandas hands out read-only views); copy those.
+    return array if array.flags.writeable else array.copy()
 
 
 def _score_stream(
