@@ -1,0 +1,299 @@
+"""`reid train` end to end on synthetic data: learning, exact resume, faults, torchrun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from reidcli import api
+from reidcli.engine.checkpoint import load_checkpoint
+from reidcli.errors import DatasetError, TrainingError
+from reidcli.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {
+        "dataset": "synthetic",
+        "height": 64,
+        "width": 32,
+        "p": 4,
+        "k": 4,
+        "workers": 0,
+        "eval_batch_size": 64,
+        "augment": {"erasing": {"p": 0.3}},
+    },
+    "model": {"name": "osnet_x0_25", "pretrained": "none"},
+    "loss": [{"name": "cross_entropy"}, {"name": "triplet", "margin": 0.3}],
+    "optim": {"name": "adam", "lr": 0.003},
+    "schedule": {"name": "warmup_cosine", "warmup_epochs": 0},
+    "train": {"epochs": 3, "seed": 0, "deterministic": True, "eval_every": 1, "log_every": 2},
+    "eval": {"flip": False, "normalize": "whole"},
+}
+
+
+def reid(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=cwd, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthetic")
+    done = reid(
+        "prepare", "synthetic", "--out", str(out), "--ids", "100", "--cams", "3",
+        "--images-per-id", "8", "--size", "64x32", "--val-ids", "10", "--seed", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def write_recipe(folder: Path, dataset: Path, **changes) -> Path:
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["root"] = str(dataset)
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def final_weights(run: Path) -> dict:
+    return load_checkpoint(run / "last.pt")["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def chance_map(dataset: Path) -> float:
+    """Validation mAP of random embeddings, averaged over a few draws."""
+    from reidcli.data.manifest import load_manifest
+    from reidcli.metrics.evaluate import evaluate_features
+
+    frame = load_manifest(dataset)
+    q, g = (frame[frame["split"] == s] for s in ("val_query", "val_gallery"))
+    rng = np.random.default_rng(0)
+    scores = [
+        evaluate_features(
+            rng.normal(size=(len(q), 16)), rng.normal(size=(len(g), 16)),
+            q["pid"].to_numpy(), g["pid"].to_numpy(), q["camid"].to_numpy(), g["camid"].to_numpy(),
+        )["mAP"]
+        for _ in range(5)
+    ]  # fmt: skip
+    return float(np.mean(scores))
+
+
+def test_training_learns_and_writes_run(tmp_path, dataset):
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            dataset,
+            train__epochs=8,
+            train__eval_every=2,
+            loss=[{"name": "cross_entropy"}],
+        )
+    )
+    result = api.train(recipe, tmp_path / "run", device="cpu")
+    run = tmp_path / "run"
+    assert result.status == "completed" and result.epochs_done == 8
+    for name in ("last.pt", "best.pt", "recipe.yaml", "env.json", "metrics.jsonl"):
+        assert (run / name).exists(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in records if r["kind"] == "val"]
+    assert [r["epoch"] for r in vals] == [2, 4, 6, 8]
+    chance = chance_map(dataset)
+    assert chance < 0.3
+    assert result.best["mAP"] > max(0.4, 2 * chance), (chance, vals)
+    assert result.best["mAP"] == max(r["mAP"] for r in vals)
+    best = load_checkpoint(run / "best.pt")
+    assert best["best"]["epoch"] == result.best["epoch"]
+    assert torch.load(run / "last.pt", weights_only=True)["model"].keys() == best["model"].keys()
+    assert yaml.safe_load((run / "recipe.yaml").read_text()) == recipe.to_dict()
+    assert json.loads((run / "env.json").read_text())["torch"] == torch.__version__
+
+
+def wait_for(predicate, timeout: float = 300.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise TimeoutError
+        time.sleep(0.02)
+
+
+def epoch_logged(run: Path, epoch: int):
+    def check() -> bool:
+        path = run / "metrics.jsonl"
+        if not path.exists():
+            return False
+        lines = path.read_text().splitlines()
+        return any(json.loads(x)["kind"] == "epoch" and json.loads(x)["epoch"] == epoch
+                   for x in lines if x.endswith("}"))  # fmt: skip
+
+    return check
+
+
+def test_sigkill_after_epoch_and_resume_is_bit_identical(tmp_path, dataset):
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0)
+    full = tmp_path / "full"
+    assert reid("train", str(recipe_path), "--out", str(full), "--device", "cpu").returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reidcli", "train", str(recipe_path), "--out", str(killed)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(epoch_logged(killed, 1))
+        wait_for(lambda: (killed / "last.pt").exists())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert load_checkpoint(killed / "last.pt")["epoch"] == 1  # killed before epoch 2 ended
+    done = reid("train", "--resume", "--out", str(killed))
+    assert done.returncode == 0, done.stderr
+    assert_same_weights(final_weights(full), final_weights(killed))
+
+
+def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path, dataset):
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0)
+    full = tmp_path / "full"
+    assert reid("train", str(recipe_path), "--out", str(full)).returncode == 0
+
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reidcli", "train", str(recipe_path), "--out", str(stopped)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(epoch_logged(stopped, 1))
+        wait_for(lambda: (stopped / "last.pt").exists())
+        time.sleep(0.3)  # somewhere inside epoch 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    state = load_checkpoint(stopped / "last.pt")
+    if proc.returncode == 0:  # the run finished before the signal arrived; nothing to test
+        pytest.skip("training ended before SIGINT")
+    assert proc.returncode == 130, err
+    assert "continue with --resume" in err and "Traceback" not in err
+    assert state["epoch"] == 1 and state["batch_in_epoch"] > 0
+    assert reid("train", "--resume", "--out", str(stopped)).returncode == 0
+    assert_same_weights(final_weights(full), final_weights(stopped))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, dataset, monkeypatch):
+    import reidcli.engine.setup as setup
+
+    real_build = setup.build_criterion
+
+    def poisoned(*args, **kwargs):
+        criterion = real_build(*args, **kwargs)
+        forward = criterion.forward
+        calls = {"n": 0}
+
+        def nan_after_epoch(output, labels):
+            calls["n"] += 1
+            total, parts = forward(output, labels)
+            if calls["n"] > 25:  # inside epoch 2 (about 20 steps per epoch)
+                total = total * float("nan")
+            return total, parts
+
+        criterion.forward = nan_after_epoch
+        return criterion
+
+    monkeypatch.setattr(setup, "build_criterion", poisoned)
+    recipe = load_recipe(write_recipe(tmp_path, dataset, train__eval_every=0))
+    with pytest.raises(TrainingError, match=r"non-finite loss at step \d+: loss=nan \("):
+        api.train(recipe, tmp_path / "run", device="cpu")
+    run = tmp_path / "run"
+    state = load_checkpoint(run / "last.pt")
+    assert state["epoch"] >= 1 and state["batch_in_epoch"] == 0
+    for value in state["model"].values():
+        assert torch.isfinite(value.float()).all()
+    records = (run / "metrics.jsonl").read_text()
+    assert '"kind": "error"' in records
+
+
+def test_resume_with_changed_model_is_refused(tmp_path, dataset):
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0)
+    run = tmp_path / "run"
+    assert (
+        reid("train", str(recipe_path), "--out", str(run), "--set", "train.epochs=2").returncode
+        == 0
+    )
+    done = reid("train", "--resume", "--out", str(run), "--set", "model.name=osnet_x0_5")
+    assert done.returncode == 1
+    assert "model.name: 'osnet_x0_25' -> 'osnet_x0_5'" in done.stderr
+    assert "Traceback" not in done.stderr
+    again = reid("train", str(recipe_path), "--out", str(run))
+    assert again.returncode == 1 and "already holds a run" in again.stderr
+
+
+def test_bad_image_is_reported_by_path(tmp_path, dataset):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    manifest = (copy / "manifest.csv").read_text().replace(str(dataset), str(copy))
+    (copy / "manifest.csv").write_text(manifest)
+    row = next(line for line in manifest.splitlines()[1:] if line.split(",")[-1] == "train")
+    broken = Path(row.split(",")[0])
+    broken.write_bytes(b"this is not a jpeg")
+    recipe = load_recipe(write_recipe(tmp_path, copy, train__eval_every=0))
+    with pytest.raises(DatasetError, match=str(broken.name)):
+        api.train(recipe, tmp_path / "run", device="cpu")
+
+
+def test_torchrun_two_processes_gloo(tmp_path, dataset):
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=2)
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "reidcli", "train", str(recipe_path), "--out", str(run), "--json"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "completed"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "val"] == [2]
+    assert len([r for r in records if r["kind"] == "epoch"]) == 2
+    assert (run / "last.pt").exists() and (run / "best.pt").exists()
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_tensorboard_and_wandb_offline_logging(tmp_path, dataset, monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    path = write_recipe(
+        tmp_path,
+        dataset,
+        train__epochs=2,
+        train__eval_every=1,
+        train__tensorboard=True,
+        train__wandb={"project": "reid-test", "mode": "offline"},
+    )
+    result = api.train(load_recipe(path), tmp_path / "run", device="cpu")
+    assert result.status == "completed"
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    offline = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert offline, list((tmp_path / "run").iterdir())
