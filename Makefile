@@ -28,9 +28,13 @@ test: lint
 schema: install
 	$(BIN)/reid recipe schema > recipes/schema.json
 
+# The main job end to end on built-in synthetic data: prepare -> train -> evaluate.
 demo: install
 	$(BIN)/reid recipe validate recipes/*.yaml
-	$(BIN)/reid recipe show recipes/quickstart.yaml
+	$(BIN)/reid prepare synthetic --out data/synthetic --val-ids 10
+	rm -rf runs/quickstart-demo
+	$(BIN)/reid train recipes/quickstart.yaml --out runs/quickstart-demo
+	$(BIN)/reid eval runs/quickstart-demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
