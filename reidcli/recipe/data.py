@@ -1,20 +1,12 @@
 """The `data` section: which prepared dataset, input size, P×K batches, augmentations."""
 
+import typing
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from reidcli.recipe.base import Section
 
-DATASETS = (
-    "market1501",
-    "dukemtmc",
-    "cuhk03-np-labeled",
-    "cuhk03-np-detected",
-    "msmt17",
-    "folder",
-    "synthetic",
-)
 DatasetName = Literal[
     "market1501",
     "dukemtmc",
@@ -24,6 +16,7 @@ DatasetName = Literal[
     "folder",
     "synthetic",
 ]
+DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

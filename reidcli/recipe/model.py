@@ -1,24 +1,12 @@
 """The `model` section."""
 
+import typing
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from reidcli.recipe.base import Section
 
-MODELS = (
-    "lmbn_n",
-    "lmbn_r",
-    "osnet_x1_0",
-    "osnet_x0_75",
-    "osnet_x0_5",
-    "osnet_x0_25",
-    "resnet50",
-    "resnet50_ibn_a",
-    "bot_r50",
-    "pcb",
-    "mgn",
-)
 ModelName = Literal[
     "lmbn_n",
     "lmbn_r",
@@ -32,6 +20,7 @@ ModelName = Literal[
     "pcb",
     "mgn",
 ]
+MODELS: tuple[str, ...] = typing.get_args(ModelName)
 
 
 class Model(Section):
