@@ -19,7 +19,12 @@ from reidcli.losses.criterion import build_criterion
 from reidcli.models.catalog import build_model
 from reidcli.recipe import validate_recipe
 
-MODES = {"fp32": ("off", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
+MODES = {
+    "fp32": ("off", False),
+    "fp32_cl": ("off", True),
+    "bf16": ("bf16", False),
+    "bf16_cl": ("bf16", True),
+}
 
 
 def measure(args, mode: str) -> float:
