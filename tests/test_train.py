@@ -260,7 +260,9 @@ def test_bad_image_is_reported_by_path(tmp_path, dataset):
 
 
 def test_torchrun_two_processes_gloo(tmp_path, dataset):
-    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=2)
+    # Center loss keeps parameters outside DDP; their gradients are averaged across ranks too.
+    loss = [{"name": "cross_entropy"}, {"name": "triplet"}, {"name": "center"}]
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=2, loss=loss)
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -275,7 +277,9 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset):
     assert [r["epoch"] for r in records if r["kind"] == "val"] == [2]
     assert len([r for r in records if r["kind"] == "epoch"]) == 2
     assert (run / "last.pt").exists() and (run / "best.pt").exists()
-    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    state = load_checkpoint(run / "last.pt")
+    assert state["epoch"] == 2
+    assert set(state["criterion"]) == {"centers.512"}
 
 
 def test_tensorboard_and_wandb_offline_logging(tmp_path, dataset, monkeypatch):

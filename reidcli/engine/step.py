@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from reidcli.engine.runtime import Runtime
@@ -50,6 +51,8 @@ class TrainStep:
         self.grad_clip = grad_clip
         self.scaler = runtime.grad_scaler()
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        # Loss parameters (center-loss centres) live outside DDP: average their gradients here.
+        self.loss_params = [p for p in criterion.parameters() if p.requires_grad]
 
     def __call__(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], step: int):
         """Run one step over the micro-batches; returns `StepStats`.
@@ -83,6 +86,11 @@ class TrainStep:
             for name, v in values.items():
                 parts_sum[name] = parts_sum.get(name, 0.0) + v / count
             images += images_cpu.shape[0]
+        if self.runtime.distributed:
+            for param in self.loss_params:
+                if param.grad is not None:
+                    dist.all_reduce(param.grad)
+                    param.grad /= self.runtime.world_size
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
