@@ -87,13 +87,11 @@ class Trainer:
     """Runs epochs from the current position to `train.epochs`."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, runtime: Runtime, parts: RunParts, data):
-        self.recipe, self.run_dir, self.runtime, self.parts, self.data = (
-            recipe,
-            run_dir,
-            runtime,
-            parts,
-            data,
-        )
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.runtime = runtime
+        self.parts = parts
+        self.data = data
         self.step_fn = TrainStep(
             parts.model, parts.criterion, parts.optimizer, runtime, recipe.train.grad_clip
         )
@@ -107,6 +105,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best: dict = {}
         self.last_val: dict = {}
+        self.epoch_loss, self.epoch_rate = 0.0, 0.0  # of the epoch that just ended
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
