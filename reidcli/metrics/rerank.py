@@ -20,10 +20,10 @@ import torch
 
 from reidcli.metrics.distance import Metric, as_tensor, check_metric
 
-# (rows, N) float32 distance blocks of about 32 MiB.
-BLOCK_ELEMENTS = 1 << 23
-# (rows, G) blocks of the final matrix: about 32 MiB of float64 Jaccard sums.
-FINAL_ELEMENTS = 1 << 22
+# (rows, N) float32 distance blocks of about 16 MiB.
+BLOCK_ELEMENTS = 1 << 22
+# (rows, G) blocks of the final matrix: about 16 MiB of float64 Jaccard sums.
+FINAL_ELEMENTS = 1 << 21
 # Gathered (query nonzero, gallery nonzero) pairs per Jaccard chunk.
 PAIR_BUDGET = 1 << 22
 # Feature pairs gathered at once when computing distances of arbitrary pairs.
@@ -242,9 +242,18 @@ def iter_rerank(
     yield from _iter_final(FeatureSource(x), len(query_features), k1, k2, lambda_)
 
 
+def _collect(blocks: Iterator[tuple[int, np.ndarray]], num_query: int, num_gallery: int):
+    """Fill one preallocated (Q, G) float32 matrix from the row blocks (no second copy)."""
+    out = np.empty((num_query, num_gallery), dtype=np.float32)
+    for start, block in blocks:
+        out[start : start + len(block)] = block
+    return out
+
+
 def rerank(query_features, gallery_features, **kwargs) -> np.ndarray:
     """The full (Q, G) re-ranked distance matrix; keyword arguments as `iter_rerank`."""
-    return np.concatenate([b for _, b in iter_rerank(query_features, gallery_features, **kwargs)])
+    blocks = iter_rerank(query_features, gallery_features, **kwargs)
+    return _collect(blocks, len(query_features), len(gallery_features))
 
 
 def rerank_distances(
@@ -268,4 +277,4 @@ def rerank_distances(
     full = torch.from_numpy(np.power(full, 2).astype(np.float32))  # (N, N) squared
     _check_params(k1, k2, lambda_, full.shape[0])
     blocks = _iter_final(MatrixSource(full), q_g.shape[0], k1, k2, lambda_)
-    return np.concatenate([b for _, b in blocks])
+    return _collect(blocks, *q_g.shape)
