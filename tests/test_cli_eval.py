@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reidcli.metrics.features import REQUIRED_KEYS
+
 ROOT = Path(__file__).resolve().parents[1]
-FEATURE_KEYS = (
-    "query_features",
-    "gallery_features",
-    "query_pids",
-    "gallery_pids",
-    "query_camids",
-    "gallery_camids",
-)
+FEATURE_KEYS = REQUIRED_KEYS
 PUBLIC = {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped"}
 
 
