@@ -1,8 +1,6 @@
 """`reid eval --features` and `reid rerank`, driven end to end as subprocesses."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,26 +8,16 @@ import pytest
 from PIL import Image
 
 from reidcli.metrics.features import REQUIRED_KEYS
+from tests.conftest import reid
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURE_KEYS = REQUIRED_KEYS
 PUBLIC = {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped"}
 
 
-def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=cwd
-    )
-
-
 @pytest.fixture(scope="module")
-def golden():
-    from tests.conftest import SHARED
-
-    path = SHARED / "golden" / "rerank_golden.npz"
-    if not path.is_file():
-        pytest.skip("golden files not present")
-    return dict(np.load(path))
+def golden(rerank_golden):
+    return rerank_golden
 
 
 @pytest.fixture

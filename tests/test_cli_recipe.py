@@ -6,13 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from tests.conftest import reid
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=cwd
-    )
 
 
 def test_help_lists_commands_without_importing_torch():

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +13,10 @@ from reidcli import api
 from reidcli.engine.inference import load_trained_model
 from reidcli.metrics.features import load_features
 from reidcli.recipe import load_recipe
+from tests.conftest import reid
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped"}
-
-
-def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=cwd
-    )
 
 
 @pytest.fixture(scope="module")

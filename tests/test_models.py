@@ -22,13 +22,7 @@ NUM_CLASSES = 7
 _cache: dict[str, torch.nn.Module] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs run faster on one thread, and do not fight other jobs for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def catalog_model(name: str) -> torch.nn.Module:

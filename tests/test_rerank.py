@@ -9,13 +9,8 @@ from reidcli.metrics.rank import evaluate_rank
 
 
 @pytest.fixture(scope="module")
-def golden():
-    from tests.conftest import SHARED
-
-    path = SHARED / "golden" / "rerank_golden.npz"
-    if not path.is_file():
-        pytest.skip("golden files not present")
-    return dict(np.load(path))
+def golden(rerank_golden):
+    return rerank_golden
 
 
 def _dense_reference(dist_sq, q, k1, k2, lam):

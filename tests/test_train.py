@@ -17,6 +17,7 @@ from reidcli import api
 from reidcli.engine.checkpoint import load_checkpoint
 from reidcli.errors import DatasetError, TrainingError
 from reidcli.recipe import load_recipe
+from tests.conftest import reid
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -37,12 +38,6 @@ TINY = {
     "train": {"epochs": 3, "seed": 0, "deterministic": True, "eval_every": 1, "log_every": 2},
     "eval": {"flip": False, "normalize": "whole"},
 }
-
-
-def reid(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=cwd, **kwargs
-    )
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from reidcli.models.baselines import build_osnet_baseline
 from reidcli.models.lmbn import build_lmbn_n, build_lmbn_r
 from reidcli.recipe.model import Model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
