@@ -11,7 +11,7 @@ import torch
 
 from reidcli.metrics.cuhk03 import single_shot_cmc
 from reidcli.metrics.distance import Metric, iter_distance_chunks
-from reidcli.metrics.features import validate_features
+from reidcli.metrics.features import as_features
 from reidcli.metrics.query_expansion import expand_queries
 from reidcli.metrics.rank import MAX_RANK, QueryScores, score_block, summarize
 from reidcli.metrics.rerank import iter_rerank
@@ -49,14 +49,6 @@ def _options(section, names: tuple[str, ...]) -> dict | None:
     if picked.get("lambda_") is None and get("lambda") is not None:
         picked["lambda_"] = get("lambda")
     return {k: v for k, v in picked.items() if v is not None}
-
-
-def _to_numpy(values, dtype) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    array = np.ascontiguousarray(values, dtype=dtype)
-    # torch cannot wrap read-only buffers (pandas hands out read-only views); copy those.
-    return array if array.flags.writeable else array.copy()
 
 
 def _score_stream(
@@ -138,15 +130,8 @@ def run_evaluation(
     """
     if protocol not in ("market", "cuhk03"):
         raise ValueError(f"unknown protocol {protocol!r}; choose market or cuhk03")
-    feats = validate_features(
-        {
-            "query_features": _to_numpy(query_features, np.float32),
-            "gallery_features": _to_numpy(gallery_features, np.float32),
-            "query_pids": _to_numpy(query_pids, np.int64),
-            "gallery_pids": _to_numpy(gallery_pids, np.int64),
-            "query_camids": _to_numpy(query_camids, np.int64),
-            "gallery_camids": _to_numpy(gallery_camids, np.int64),
-        }
+    feats = as_features(
+        query_features, gallery_features, query_pids, gallery_pids, query_camids, gallery_camids
     )
     labels = {k: getattr(feats, k) for k in ("query_pids", "query_camids")}
     labels |= {k: getattr(feats, k) for k in ("gallery_pids", "gallery_camids")}

@@ -142,6 +142,47 @@ def load_features(path: str | Path) -> Features:
     return validate_features(arrays, source=str(path))
 
 
+def as_features(
+    query_features,
+    gallery_features,
+    query_pids,
+    gallery_pids,
+    query_camids,
+    gallery_camids,
+    query_paths=None,
+    gallery_paths=None,
+    source: str = "features",
+) -> Features:
+    """Convert numpy arrays, torch tensors or lists to validated `Features`.
+
+    Args:
+        query_features: (Q, D) query embeddings.
+        gallery_features: (G, D) gallery embeddings.
+        query_pids: (Q,) person ids.
+        gallery_pids: (G,) person ids.
+        query_camids: (Q,) camera ids.
+        gallery_camids: (G,) camera ids.
+        query_paths: Optional (Q,) image paths.
+        gallery_paths: Optional (G,) image paths.
+        source: Name used in error messages.
+
+    Raises:
+        FeaturesError: As `validate_features`.
+    """
+    arrays = {
+        "query_features": _as_numpy(query_features, np.float32),
+        "gallery_features": _as_numpy(gallery_features, np.float32),
+        "query_pids": _as_numpy(query_pids, np.int64),
+        "gallery_pids": _as_numpy(gallery_pids, np.int64),
+        "query_camids": _as_numpy(query_camids, np.int64),
+        "gallery_camids": _as_numpy(gallery_camids, np.int64),
+    }
+    for key, paths in (("query_paths", query_paths), ("gallery_paths", gallery_paths)):
+        if paths is not None:
+            arrays[key] = np.asarray([str(p) for p in paths], dtype=str)
+    return validate_features(arrays, source=source)
+
+
 def save_features(
     path: str | Path,
     query_features,
@@ -157,34 +198,21 @@ def save_features(
 
     Args:
         path: Destination `.npz` file; its folder is created.
-        query_features: (Q, D) query embeddings.
-        gallery_features: (G, D) gallery embeddings.
-        query_pids: (Q,) person ids.
-        gallery_pids: (G,) person ids.
-        query_camids: (Q,) camera ids.
-        gallery_camids: (G,) camera ids.
-        query_paths: Optional (Q,) image paths.
-        gallery_paths: Optional (G,) image paths.
+        query_features, gallery_features, query_pids, gallery_pids, query_camids,
+        gallery_camids, query_paths, gallery_paths: As `as_features`.
 
     Returns:
         The written path.
     """
-    arrays = {
-        "query_features": _as_numpy(query_features, np.float32),
-        "gallery_features": _as_numpy(gallery_features, np.float32),
-        "query_pids": _as_numpy(query_pids, np.int64),
-        "gallery_pids": _as_numpy(gallery_pids, np.int64),
-        "query_camids": _as_numpy(query_camids, np.int64),
-        "gallery_camids": _as_numpy(gallery_camids, np.int64),
-    }
-    for key, paths in (("query_paths", query_paths), ("gallery_paths", gallery_paths)):
-        if paths is not None:
-            arrays[key] = np.asarray([str(p) for p in paths], dtype=str)
     path = Path(path)
-    validate_features(arrays, source=str(path))
+    feats = as_features(
+        query_features, gallery_features, query_pids, gallery_pids, query_camids,
+        gallery_camids, query_paths, gallery_paths, source=str(path),
+    )  # fmt: skip
+    stored = {k: getattr(feats, k) for k in (*REQUIRED_KEYS, *PATH_KEYS)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **{k: v for k, v in stored.items() if v is not None})
     return path
 
 
@@ -192,4 +220,6 @@ def _as_numpy(values, dtype) -> np.ndarray:
     # torch tensors (possibly on a GPU) and lists alike become contiguous numpy arrays
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(values), dtype=dtype)
+    array = np.ascontiguousarray(np.asarray(values), dtype=dtype)
+    # torch cannot wrap read-only buffers (pandas hands out read-only views); copy those.
+    return array if array.flags.writeable else array.copy()
