@@ -46,6 +46,4 @@ def load_run_data(recipe: Recipe) -> RunData:
 
 def images_and_labels(batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, training labels) from a collated `ImageDataset` batch."""
-    if isinstance(batch, dict):
-        return batch["image"], batch["label"]
-    return batch[0], batch[1]
+    return batch["image"], batch["label"]

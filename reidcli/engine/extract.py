@@ -22,7 +22,7 @@ def extract_features(
 
     Args:
         model: a `ReIDModel` (not wrapped in DDP).
-        loader: yields dicts or tuples whose first item is a (B, 3, H, W) image batch.
+        loader: yields `ImageDataset` batches (dicts with a (B, 3, H, W) "image").
         runtime: device and autocast.
         flip: add the features of the horizontally flipped images.
         normalize: none, per_branch or whole (see `ReIDModel.embed`).
@@ -36,7 +36,7 @@ def extract_features(
     chunks = []
     try:
         for batch in loader:
-            images = batch["image"] if isinstance(batch, dict) else batch[0]
+            images = batch["image"]
             with runtime.autocast():
                 out = model.embed(runtime.to_device(images), flip=flip, normalize=normalize)
             chunks.append(out.float().cpu())

@@ -15,7 +15,6 @@ from torch import nn
 from reidcli import __version__
 from reidcli.engine.optim import build_optimizer, build_scheduler
 from reidcli.engine.runtime import Runtime
-from reidcli.errors import TrainingError
 from reidcli.losses.criterion import build_criterion
 from reidcli.models.catalog import build_model
 from reidcli.recipe import Recipe
@@ -30,7 +29,7 @@ class RunParts:
     scheduler: object
 
 
-def build_parts(recipe: Recipe, data, runtime: Runtime) -> RunParts:
+def build_parts(recipe: Recipe, data, runtime: Runtime, steps_per_epoch: int) -> RunParts:
     """Model (on device, memory format, SyncBN, DDP, compile), criterion, optimiser, schedule."""
     model = build_model(recipe.model, data.num_classes).to(runtime.device)
     if runtime.channels_last:
@@ -41,9 +40,8 @@ def build_parts(recipe: Recipe, data, runtime: Runtime) -> RunParts:
     feat_dims = _feature_dims(bare, recipe, runtime)
     criterion = build_criterion(recipe.loss, data.num_classes, feat_dims).to(runtime.device)
     optimizer = build_optimizer(recipe.optim, bare, criterion)
-    steps = _steps_per_epoch(recipe, data, runtime)
     scheduler = build_scheduler(
-        recipe.schedule, optimizer, epochs=recipe.train.epochs, iters_per_epoch=steps
+        recipe.schedule, optimizer, epochs=recipe.train.epochs, iters_per_epoch=steps_per_epoch
     )
     if runtime.distributed:
         ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
@@ -67,26 +65,6 @@ def _feature_dims(model: nn.Module, recipe: Recipe, runtime: Runtime) -> list[in
         for name, buffer in model.named_buffers():
             buffer.copy_(buffers[name])
     return [int(f.shape[1]) for f in out.features]
-
-
-def _steps_per_epoch(recipe: Recipe, data, runtime: Runtime) -> int:
-    from reidcli.data.sampler import IdentityBatchSampler
-
-    sampler = IdentityBatchSampler(
-        data.train["label"].tolist(),
-        recipe.data.p,
-        recipe.data.k,
-        seed=recipe.train.seed,
-        rank=runtime.rank,
-        world_size=runtime.world_size,
-    )
-    steps = len(sampler) // recipe.train.grad_accum
-    if steps == 0:
-        raise TrainingError(
-            f"one epoch has {len(sampler)} batches, fewer than train.grad_accum "
-            f"({recipe.train.grad_accum}); lower data.p or grad_accum"
-        )
-    return steps
 
 
 def write_run_files(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:

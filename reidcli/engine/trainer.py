@@ -71,8 +71,21 @@ def train(
             state = load_checkpoint(resume_from)
             check_resume_recipe(json.loads(state["recipe"]), recipe)
         data = load_run_data(recipe)
-        parts = build_parts(recipe, data, runtime)
-        trainer = Trainer(recipe, run_dir, runtime, parts, data)
+        loader = build_train_loader(
+            data.train,
+            recipe.data,
+            seed=recipe.train.seed,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+        )
+        steps = len(loader.batch_sampler) // cfg.grad_accum
+        if steps == 0:
+            raise TrainingError(
+                f"one epoch has {len(loader.batch_sampler)} batches, fewer than "
+                f"train.grad_accum ({cfg.grad_accum}); lower data.p or grad_accum"
+            )
+        parts = build_parts(recipe, data, runtime, steps)
+        trainer = Trainer(recipe, run_dir, runtime, parts, data, loader)
         if state is not None:
             trainer.restore(state)
         if runtime.is_main:
@@ -86,7 +99,9 @@ def train(
 class Trainer:
     """Runs epochs from the current position to `train.epochs`."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, runtime: Runtime, parts: RunParts, data):
+    def __init__(
+        self, recipe: Recipe, run_dir: Path, runtime: Runtime, parts: RunParts, data, loader
+    ):
         self.recipe = recipe
         self.run_dir = run_dir
         self.runtime = runtime
@@ -95,13 +110,7 @@ class Trainer:
         self.step_fn = TrainStep(
             parts.model, parts.criterion, parts.optimizer, runtime, recipe.train.grad_clip
         )
-        self.loader = build_train_loader(
-            data.train,
-            recipe.data,
-            seed=recipe.train.seed,
-            rank=runtime.rank,
-            world_size=runtime.world_size,
-        )
+        self.loader = loader  # P×K identity batches (see reidcli.data.loaders)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best: dict = {}
         self.last_val: dict = {}
