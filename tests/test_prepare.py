@@ -123,6 +123,30 @@ def test_zip_escaping_members_refused(tmp_path):
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+def test_zip_bomb_refused_before_writing(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("Market-1501-v15.09.15/query/0001_c1s1_01.jpg", b"x")
+        zf.writestr("Market-1501-v15.09.15/zeros.bin", bytes(64 << 20))  # 64 MiB -> ~64 KiB
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(DatasetError, match=r"refusing .*bomb\.zip: 1 members expand more than"):
+        prepare("market1501", archive, tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*"))  # nothing extracted
+
+
+def test_zip_larger_than_free_space_refused(tmp_path, monkeypatch):
+    import shutil
+
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Market-1501-v15.09.15/query/0001_c1s1_01.jpg", bytes(4096))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    with pytest.raises(DatasetError, match=r"expands to 0\.00 GiB but .* has 0\.00 GiB free"):
+        prepare("market1501", archive, tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*"))
+
+
 def test_failed_run_keeps_previous_manifest_intact(tmp_path):
     src = market(tmp_path / "src")
     out = tmp_path / "out"
