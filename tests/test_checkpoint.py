@@ -70,7 +70,9 @@ def test_load_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=r"garbage\.pt: not a PyTorch checkpoint \(16 bytes\)"
+    ):
         load_checkpoint(garbage)
     plain = tmp_path / "plain.pt"
     torch.save({"w": torch.zeros(1)}, plain)
@@ -99,3 +101,37 @@ def test_resume_allows_logging_and_eval_changes():
     saved = Recipe().to_dict()
     changed = validate_recipe({"train": {"eval_every": 3, "log_every": 5}, "eval": {"flip": False}})
     check_resume_recipe(saved, changed)
+
+
+def test_unreadable_files_are_named_for_what_they_are(tmp_path):
+    from reidcli.models.weights import read_state_dict
+
+    whole = tmp_path / "whole.pt"
+    torch.save({"w": torch.zeros(1000)}, whole)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole.read_bytes()[:1500])  # an interrupted download
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    text = tmp_path / "page.pth"
+    text.write_text("<html>404 Not Found</html>\n")
+    for path, what in ((truncated, "truncated or corrupted"), (empty, "empty"),
+                       (text, "not a PyTorch checkpoint")):  # fmt: skip
+        for load in (load_checkpoint, read_state_dict):
+            with pytest.raises(CheckpointError, match=what) as err:
+                load(path)
+            assert "weights_only" not in str(err.value)
+
+
+def test_pickled_objects_are_refused_without_advice_to_run_them(tmp_path):
+    import argparse
+
+    from reidcli.models.weights import read_state_dict
+
+    path = tmp_path / "model-best.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1)}, path)
+    for load in (load_checkpoint, read_state_dict):
+        with pytest.raises(CheckpointError) as err:
+            load(path)
+        message = str(err.value)
+        assert "argparse.Namespace" in message and "could run arbitrary code" in message
+        assert "weights_only=False" not in message and "will likely succeed" not in message

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from reidcli.errors import CheckpointError, TrainingError
+from reidcli.models.weights import load_torch_file
 from reidcli.recipe import Recipe
 
 CHECKPOINT_VERSION = 1
@@ -65,10 +66,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    state = load_torch_file(path)
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
         raise CheckpointError(f"{path}: not a reid training checkpoint (missing {missing})")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,11 +91,46 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
+    return unwrap_state_dict(load_torch_file(path), str(path))
+
+
+def load_torch_file(path: Path) -> object:
+    """`torch.load(path, weights_only=True)` onto the CPU, with errors that say what the file is.
+
+    A file that is not a PyTorch checkpoint (a text file, a truncated download) is named as such.
+    A checkpoint that holds pickled objects other than tensors and plain containers is refused:
+    unpickling them could run code, and no option here turns that check off.
+
+    Raises:
+        CheckpointError: the file cannot be read safely as a PyTorch checkpoint.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip archive; files from before PyTorch 1.6 are a pickle (protocol 2).
+    if not (head.startswith(b"PK\x03\x04") or head[:2] == b"\x80\x02"):
+        kind = "empty" if size == 0 else "not a PyTorch checkpoint"
+        raise CheckpointError(f"{path}: {kind} ({size:,} bytes); expected a file from torch.save")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise CheckpointError(f"cannot read weights from {path}: {exc}") from exc
-    return unwrap_state_dict(obj, str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"{path}: the checkpoint holds pickled Python objects ({found.group(1)}) "
+                "besides tensors; refused, because loading them could run arbitrary code. "
+                "Re-save only its tensors (the model's state_dict) with torch.save, in an "
+                "environment that trusts the file"
+            ) from None
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(
+                f"{path}: the checkpoint holds data that only a full unpickler reads; refused, "
+                "because that could run arbitrary code. Re-save only its tensors with torch.save"
+            ) from None
+        raise CheckpointError(
+            f"{path}: truncated or corrupted PyTorch checkpoint ({size:,} bytes); "
+            "download or copy it again"
+        ) from None
 
 
 def unwrap_state_dict(obj: object, source: str = "<state dict>") -> dict[str, Tensor]:
