@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = ROOT.parent / "shared"  # real Market-1501 images, when present beside the checkout
+# Small fixtures kept in the repository: reference outputs of the public metric and re-ranking
+# implementations (tests/data/golden) and state-dict layouts of reference models
+# (tests/data/reference).
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -35,11 +40,23 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def rerank_golden() -> dict:
-    """The reference re-ranking inputs and outputs (`../shared/golden/rerank_golden.npz`)."""
-    path = SHARED / "golden" / "rerank_golden.npz"
-    if not path.is_file():
-        pytest.skip("golden files not present")
-    return dict(np.load(path))
+    """The reference re-ranking inputs and outputs (`tests/data/golden/rerank_golden.npz`).
+
+    The plain euclidean q-g, q-q and g-g distances the reference took as input are recomputed
+    from the features (in float64) instead of being stored: 15 MB less in the repository.
+    """
+    golden = dict(np.load(GOLDEN / "rerank_golden.npz"))
+    q = golden["query_features"].astype(np.float64)
+    g = golden["gallery_features"].astype(np.float64)
+    for key, (a, b) in {"q_g_dist": (q, g), "q_q_dist": (q, q), "g_g_dist": (g, g)}.items():
+        golden[key] = euclidean(a, b).astype(np.float32)
+    return golden
+
+
+def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Plain (not squared) euclidean distances between the rows of `a` and `b`."""
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.clip(sq, 0, None))
 
 
 @pytest.fixture(scope="module")

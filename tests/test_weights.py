@@ -1,6 +1,6 @@
 """Weight import: our checkpoints, LightMBN checkpoints, torchreid/torchvision ImageNet files.
 
-Foreign checkpoints are synthesised from the reference layouts in ../shared/reference/*.tsv.
+Foreign checkpoints are synthesised from the reference layouts in tests/data/reference/*.tsv.
 """
 
 import logging
@@ -18,6 +18,7 @@ from reidcli.models import weights as weights_module
 from reidcli.models.baselines import build_osnet_baseline
 from reidcli.models.lmbn import build_lmbn_n, build_lmbn_r
 from reidcli.recipe.model import Model
+from tests.conftest import REFERENCE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,8 +160,8 @@ def reference_lmbn_eval(state, template, x, *, glo_pool, cha_pool):
     [("lmbn_n", build_lmbn_n, ("avg", "avg")), ("lmbn_r", build_lmbn_r, ("max", "max"))],
 )
 @pytest.mark.parametrize("saved_as", ["model-best.pth", "model-latest.pth"])
-def test_lightmbn_checkpoint(shared_dir, tmp_path, variant, builder, pools, saved_as):
-    state = synthetic_state(shared_dir / "reference" / f"lightmbn_{variant}.tsv")
+def test_lightmbn_checkpoint(tmp_path, variant, builder, pools, saved_as):
+    state = synthetic_state(REFERENCE / f"lightmbn_{variant}.tsv")
     # LightMBN saves its wrapper's state (keys under `model.`); -latest nests it in a dict.
     saved = {f"model.{k}": v for k, v in state.items()}
     if saved_as == "model-latest.pth":
@@ -179,8 +180,8 @@ def test_lightmbn_checkpoint(shared_dir, tmp_path, variant, builder, pools, save
 
 
 @pytest.mark.parametrize("width", ["osnet_x1_0", "osnet_x0_5"])
-def test_torchreid_osnet_imagenet_checkpoint(shared_dir, tmp_path, width):
-    state = synthetic_state(shared_dir / "reference" / f"torchreid_{width}.tsv")
+def test_torchreid_osnet_imagenet_checkpoint(tmp_path, width):
+    state = synthetic_state(REFERENCE / f"torchreid_{width}.tsv")
     model = tiny_osnet(name=width)
     report = load_weights(model, state)
     assert report.layout == "torchreid_osnet"
@@ -191,8 +192,8 @@ def test_torchreid_osnet_imagenet_checkpoint(shared_dir, tmp_path, width):
             assert torch.equal(model.state_dict()[f"backbone.{key}"], value), key
 
 
-def test_osnet_imagenet_found_in_weights_dir(shared_dir, tmp_path, monkeypatch):
-    state = synthetic_state(shared_dir / "reference" / "torchreid_osnet_x1_0.tsv")
+def test_osnet_imagenet_found_in_weights_dir(tmp_path, monkeypatch):
+    state = synthetic_state(REFERENCE / "torchreid_osnet_x1_0.tsv")
     with pytest.raises(CheckpointError, match=r"osnet_x1_0_imagenet\.pth"):
         build_model(Model(name="lmbn_n", pretrained="imagenet"), 11)
     monkeypatch.setenv("REID_WEIGHTS_DIR", str(tmp_path / "weights"))
@@ -216,8 +217,8 @@ def test_resnet_imagenet_offline_error_names_file_and_place(tmp_path):
     assert "network disabled" in str(info.value)
 
 
-def test_resnet_imagenet_from_hub_cache(shared_dir, tmp_path):
-    state = synthetic_state(shared_dir / "reference" / "torchvision_resnet50.tsv")
+def test_resnet_imagenet_from_hub_cache(tmp_path):
+    state = synthetic_state(REFERENCE / "torchvision_resnet50.tsv")
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(state, cache / "resnet50-0676ba61.pth")
