@@ -1,4 +1,4 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017; SPEC §3) in sparse form.
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017; SPEC §3) in sparse form, in numpy.
 
 The reference holds five dense (N, N) arrays. Only each item's top neighbours matter, so this
 version keeps the (N, k1 + 1) neighbour table, the sparse encoding V (about k1 expanded
@@ -8,17 +8,20 @@ chunk temporaries; the final (Q, G) matrix can be streamed with `iter_rerank`.
 
 The original distance is the squared euclidean distance between embeddings (for "cosine" the
 embeddings are L2-normalised first), each row divided by its maximum over all N items.
+Neighbours are found with a partial sort (`np.partition`) of packed keys, a float32 distance's
+order-preserving bits above the item index, so ties are ordered by index as a stable sort does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
-from reidcli.metrics.distance import Metric, as_tensor, check_metric
+from reidcli.metrics.distance import Metric, as_array, check_metric, normalize, squared_norms
+from reidcli.metrics.rank import order_bits
 
 # (rows, N) float32 distance blocks of about 16 MiB.
 BLOCK_ELEMENTS = 1 << 22
@@ -28,33 +31,37 @@ FINAL_ELEMENTS = 1 << 21
 PAIR_BUDGET = 1 << 22
 # Feature pairs gathered at once when computing distances of arbitrary pairs.
 PAIR_ROWS = 1 << 13
+# Threads for the partial sorts (numpy releases the GIL in them; BLAS has its own threads).
+SORT_THREADS = 2
 
 
 class FeatureSource:
     """Squared euclidean distances between the rows of an (N, D) feature matrix, on demand."""
 
-    def __init__(self, features: torch.Tensor) -> None:
-        self.x = features  # (N, D)
-        self.sq = features.pow(2).sum(1)  # (N,)
+    def __init__(self, features: np.ndarray) -> None:
+        self.x = features  # (N, D) float32
+        self.sq = squared_norms(features)  # (N,)
         self.n = features.shape[0]
 
-    def block(self, start: int, stop: int, col_start: int = 0) -> torch.Tensor:
+    def block(self, start: int, stop: int, col_start: int = 0) -> np.ndarray:
         """(stop - start, N - col_start) distances of rows start:stop to columns col_start:."""
-        x, y = self.x[start:stop], self.x[col_start:]
-        dist = torch.addmm(self.sq[start:stop, None] + self.sq[None, col_start:], x, y.T, alpha=-2)
-        dist.clamp_(min=0.0)
+        dist = self.x[start:stop] @ self.x[col_start:].T  # BLAS, multi-threaded
+        dist *= -2.0
+        dist += self.sq[start:stop, None]
+        dist += self.sq[None, col_start:]
+        np.maximum(dist, 0.0, out=dist)
         # an item is at distance 0 from itself, whatever the rounding of the expansion above
-        rows = torch.arange(max(start, col_start), max(stop, col_start))
+        rows = np.arange(max(start, col_start), max(stop, col_start))
         dist[rows - start, rows - col_start] = 0.0
         return dist
 
-    def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """(M,) distances of the item pairs (i[m], j[m])."""
-        out = torch.empty(i.numel(), dtype=self.x.dtype)
-        for s in range(0, i.numel(), PAIR_ROWS):
+        out = np.empty(i.size, dtype=self.x.dtype)
+        for s in range(0, i.size, PAIR_ROWS):
             a, b = i[s : s + PAIR_ROWS], j[s : s + PAIR_ROWS]
-            dot = (self.x[a] * self.x[b]).sum(1)
-            out[s : s + PAIR_ROWS] = (self.sq[a] + self.sq[b] - 2 * dot).clamp(min=0.0)
+            dot = np.einsum("ij,ij->i", self.x[a], self.x[b])
+            out[s : s + PAIR_ROWS] = np.maximum(self.sq[a] + self.sq[b] - 2 * dot, 0.0)
         out[i == j] = 0.0
         return out
 
@@ -62,47 +69,57 @@ class FeatureSource:
 class MatrixSource:
     """The same interface over a precomputed (N, N) squared-distance matrix."""
 
-    def __init__(self, dist: torch.Tensor) -> None:
+    def __init__(self, dist: np.ndarray) -> None:
         self.d = dist
         self.n = dist.shape[0]
 
-    def block(self, start: int, stop: int, col_start: int = 0) -> torch.Tensor:
-        return self.d[start:stop, col_start:].clone()  # callers may modify the block in place
+    def block(self, start: int, stop: int, col_start: int = 0) -> np.ndarray:
+        return self.d[start:stop, col_start:].copy()  # callers may modify the block in place
 
-    def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return self.d[i, j]
 
 
-def _neighbours(source, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _smallest(block: np.ndarray, k: int) -> np.ndarray:
+    """(r, k) column indices of each row's k smallest values, in stable order (ties by index)."""
+    keys = order_bits(block).astype(np.uint64)
+    keys <<= np.uint64(32)
+    keys |= np.arange(block.shape[1], dtype=np.uint64)  # unique keys: value, then index
+    if k < block.shape[1]:
+        keys = np.partition(keys, k - 1, axis=1)[:, :k]
+    keys.sort(axis=1)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def _neighbours(source, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, k) nearest items of every item (stable: ties by index) and (N,) row maxima."""
     n = source.n
     rows = max(1, BLOCK_ELEMENTS // n)
-    knn = torch.empty((n, k), dtype=torch.int64)
-    row_max = torch.empty(n, dtype=torch.float32)
-    for s in range(0, n, rows):
-        block = source.block(s, min(s + rows, n))  # (r, N)
-        row_max[s : s + rows] = block.max(1).values
-        vals, idx = torch.topk(block, k, dim=1, largest=False, sorted=True)
-        # order equal distances by index, as a stable argsort would
-        idx, perm = idx.sort(1)
-        order = torch.sort(vals.gather(1, perm), dim=1, stable=True).indices
-        knn[s : s + rows] = idx.gather(1, order)
+    knn = np.empty((n, k), dtype=np.int64)
+    row_max = np.empty(n, dtype=np.float32)
+    with ThreadPoolExecutor(SORT_THREADS) as pool:
+        for s in range(0, n, rows):
+            block = source.block(s, min(s + rows, n))  # (r, N)
+            row_max[s : s + rows] = block.max(1)
+            # the partial sorts are single-threaded: split the block's rows between threads
+            parts = pool.map(lambda part: _smallest(part, k), np.array_split(block, SORT_THREADS))
+            knn[s : s + rows] = np.concatenate(list(parts))
     return knn, row_max
 
 
-def _reciprocal_mask(table: torch.Tensor) -> torch.Tensor:
+def _reciprocal_mask(table: np.ndarray) -> np.ndarray:
     """(N, k) bool: whether table[i, m] also has i among its own first k neighbours."""
     n, k = table.shape
-    mask = torch.empty((n, k), dtype=torch.bool)
+    mask = np.empty((n, k), dtype=bool)
     rows = max(1, (1 << 22) // (k * k))
     for s in range(0, n, rows):
-        ids = torch.arange(s, min(s + rows, n))
+        ids = np.arange(s, min(s + rows, n))
         back = table[table[ids]]  # (r, k, k): neighbours of each neighbour
         mask[ids] = (back == ids[:, None, None]).any(2)
     return mask
 
 
-def _expanded_sets(knn: torch.Tensor, k1: int) -> tuple[np.ndarray, np.ndarray]:
+def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR (indptr, indices) of every item's expanded k-reciprocal set (SPEC §3 steps 1–2)."""
     n = knn.shape[0]
     half = int(np.around(k1 / 2.0))
@@ -117,37 +134,34 @@ def _expanded_sets(knn: torch.Tensor, k1: int) -> tuple[np.ndarray, np.ndarray]:
         in_r = (sub[..., None] == cand[:, None, None, :]) & cmask[:, None, None, :]
         common = (in_r.any(-1) & sub_mask).sum(-1)  # |R(c, k1/2) ∩ R(p, k1)|
         size = sub_mask.sum(-1)
-        accept = cmask & (common.double() > (2.0 / 3.0) * size.double())  # (r, k1+1)
-        members = torch.cat(
+        accept = cmask & (common > (2.0 / 3.0) * size)  # (r, k1+1)
+        members = np.concatenate(
             [
-                cand.masked_fill(~cmask, n),
-                sub.masked_fill(~(sub_mask & accept[..., None]), n).flatten(1),
+                np.where(cmask, cand, n),
+                np.where(sub_mask & accept[..., None], sub, n).reshape(len(cand), -1),
             ],
-            dim=1,
+            axis=1,
         )
-        members = members.sort(1).values  # sentinel n sorts last
+        members.sort(axis=1)  # sentinel n sorts last
         keep = members < n
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]  # unique per row
-        counts = keep.sum(1).numpy()
-        indices.append(members[keep].numpy())
-        indptr.append(indptr[-1][-1] + np.cumsum(counts))
+        indices.append(members[keep])
+        indptr.append(indptr[-1][-1] + np.cumsum(keep.sum(1)))
     return np.concatenate(indptr), np.concatenate(indices)
 
 
-def _encode(source, knn: torch.Tensor, row_max: torch.Tensor, k1: int, k2: int) -> sp.csr_matrix:
+def _encode(source, knn: np.ndarray, row_max: np.ndarray, k1: int, k2: int) -> sp.csr_matrix:
     """Sparse V: exp(−d) over each expanded set, normalised, then averaged over k2 neighbours."""
     n = source.n
     indptr, indices = _expanded_sets(knn, k1)
-    row = torch.from_numpy(np.repeat(np.arange(n), np.diff(indptr)))
-    col = torch.from_numpy(indices)
-    dist = source.pairs(row, col) / row_max[row]
-    weight = torch.exp(-dist)  # (nnz,) float32
-    total = torch.zeros(n, dtype=torch.float32).index_add_(0, row, weight)
-    data = (weight / total[row]).numpy()
-    v = sp.csr_matrix((data, indices, indptr), shape=(n, n))
+    row = np.repeat(np.arange(n), np.diff(indptr))  # (nnz,)
+    weight = np.exp(-(source.pairs(row, indices) / row_max[row]))  # (nnz,) float32
+    # every row holds at least the item itself (its own nearest neighbour), so no empty sums
+    total = np.add.reduceat(weight, indptr[:-1])  # (N,) float32
+    v = sp.csr_matrix((weight / total[row], indices, indptr), shape=(n, n))
     if k2 != 1:
         # local query expansion: mean of V over each item's k2 nearest items
-        avg_idx = knn[:, :k2].numpy().ravel()
+        avg_idx = knn[:, :k2].ravel()
         avg_ptr = np.arange(0, n * k2 + 1, k2)
         avg = sp.csr_matrix((np.full(n * k2, 1.0 / k2, np.float32), avg_idx, avg_ptr), (n, n))
         v = (avg @ v).tocsr()
@@ -199,9 +213,9 @@ def _iter_final(
         np.divide(tmin, 2.0 - tmin, out=tmin)
         np.subtract(1.0, tmin, out=tmin)
         tmin *= 1.0 - lambda_
-        original = source.block(rows.start, rows.stop, col_start=num_query)  # (r, G) float32
-        original.div_(row_max[rows, None]).mul_(lambda_)
-        final = original.numpy()
+        final = source.block(rows.start, rows.stop, col_start=num_query)  # (r, G) float32
+        final /= row_max[rows, None]
+        final *= np.float32(lambda_)
         final += tmin
         yield rows.start, final
 
@@ -216,13 +230,7 @@ def _check_params(k1: int, k2: int, lambda_: float, n: int) -> None:
 
 
 def iter_rerank(
-    query_features,
-    gallery_features,
-    *,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_: float = 0.3,
-    metric: Metric = "euclidean",
+    query_features, gallery_features, *, k1: int, k2: int, lambda_: float, metric: Metric
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Re-rank from features, yielding (first query index, (rows, G) float32 block) in order.
 
@@ -235,9 +243,9 @@ def iter_rerank(
         metric: "euclidean", or "cosine" to L2-normalise the embeddings first.
     """
     check_metric(metric)
-    x = torch.cat([as_tensor(query_features), as_tensor(gallery_features)])  # (N, D)
+    x = np.concatenate([as_array(query_features), as_array(gallery_features)])  # (N, D)
     if metric == "cosine":
-        x = torch.nn.functional.normalize(x, dim=1)
+        x = normalize(x)
     _check_params(k1, k2, lambda_, x.shape[0])
     yield from _iter_final(FeatureSource(x), len(query_features), k1, k2, lambda_)
 
@@ -250,14 +258,18 @@ def _collect(blocks: Iterator[tuple[int, np.ndarray]], num_query: int, num_galle
     return out
 
 
-def rerank(query_features, gallery_features, **kwargs) -> np.ndarray:
-    """The full (Q, G) re-ranked distance matrix; keyword arguments as `iter_rerank`."""
-    blocks = iter_rerank(query_features, gallery_features, **kwargs)
+def rerank(
+    query_features, gallery_features, *, k1: int, k2: int, lambda_: float, metric: Metric
+) -> np.ndarray:
+    """The full (Q, G) re-ranked distance matrix; arguments as `iter_rerank`."""
+    blocks = iter_rerank(
+        query_features, gallery_features, k1=k1, k2=k2, lambda_=lambda_, metric=metric
+    )
     return _collect(blocks, len(query_features), len(gallery_features))
 
 
 def rerank_distances(
-    q_g_dist, q_q_dist, g_g_dist, *, k1: int = 20, k2: int = 6, lambda_: float = 0.3
+    q_g_dist, q_q_dist, g_g_dist, *, k1: int, k2: int, lambda_: float
 ) -> np.ndarray:
     """Re-rank precomputed plain euclidean distances (the reference function's inputs).
 
@@ -274,7 +286,7 @@ def rerank_distances(
     """
     q_g, q_q, g_g = (np.asarray(a, dtype=np.float32) for a in (q_g_dist, q_q_dist, g_g_dist))
     full = np.block([[q_q, q_g], [q_g.T, g_g]])
-    full = torch.from_numpy(np.power(full, 2).astype(np.float32))  # (N, N) squared
+    full = np.square(full)  # (N, N) squared, float32
     _check_params(k1, k2, lambda_, full.shape[0])
     blocks = _iter_final(MatrixSource(full), q_g.shape[0], k1, k2, lambda_)
     return _collect(blocks, *q_g.shape)
