@@ -8,8 +8,9 @@ chunk temporaries; the final (Q, G) matrix can be streamed with `iter_rerank`.
 
 The original distance is the squared euclidean distance between embeddings (for "cosine" the
 embeddings are L2-normalised first), each row divided by its maximum over all N items.
-Neighbours are found with a partial sort (`np.partition`) of packed keys, a float32 distance's
-order-preserving bits above the item index, so ties are ordered by index as a stable sort does.
+Neighbours are found with a partial sort (`np.partition`) for each row's k-th distance, then a
+sort of the few items within it as packed keys (a float32 distance's order-preserving bits above
+the item index), so ties are ordered by index as a stable sort does.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from reidcli.metrics.distance import Metric, as_array, check_metric, normalize, squared_norms
-from reidcli.metrics.rank import order_bits
+from reidcli.metrics.rank import pack_keys
 
 # (rows, N) float32 distance blocks of about 16 MiB.
 BLOCK_ELEMENTS = 1 << 22
@@ -81,14 +82,21 @@ class MatrixSource:
 
 
 def _smallest(block: np.ndarray, k: int) -> np.ndarray:
-    """(r, k) column indices of each row's k smallest values, in stable order (ties by index)."""
-    keys = order_bits(block).astype(np.uint64)
-    keys <<= np.uint64(32)
-    keys |= np.arange(block.shape[1], dtype=np.uint64)  # unique keys: value, then index
-    if k < block.shape[1]:
-        keys = np.partition(keys, k - 1, axis=1)[:, :k]
-    keys.sort(axis=1)
-    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    """(r, k) column indices of each row's k smallest values, in stable order (ties by index).
+
+    A float32 partial sort finds each row's k-th smallest value; the few items no larger than
+    it (k, or more with ties) are then sorted as packed keys (row, value bits, column).
+    """
+    num, n = block.shape
+    kth = np.partition(block, k - 1, axis=1)[:, k - 1] if k < n else block.max(1)  # (r,)
+    flat = np.flatnonzero(block <= kth[:, None])  # row-major, at least k per row
+    rows, cols = np.divmod(flat, n)
+    bits = max(1, (n - 1).bit_length())
+    keys = pack_keys(np.take(block, flat), rows, cols, bits)
+    keys.sort()
+    first = np.cumsum(np.bincount(rows, minlength=num)) - np.bincount(rows, minlength=num)
+    top = keys[first[:, None] + np.arange(k)]  # (r, k) the first k keys of each row
+    return (top & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
 def _neighbours(source, k: int) -> tuple[np.ndarray, np.ndarray]:
