@@ -1,7 +1,7 @@
 """CUHK03 classic single-gallery-shot CMC against independent references on multi-shot galleries.
 
-Two references: a per-query brute force fed the same uniform draws (one (rows, G) draw per
-repeat and query block, as documented), and the exact expected curve of the protocol (the
+Two references: a per-query brute force fed the same uniform draws ((REPEATS, G) per query, in
+query order, as documented), and the exact expected curve of the protocol (the
 kept true match is uniform over the allowed ones; each other identity's kept item precedes it
 with a known probability, so its rank is Poisson-binomial), compared with the mean over many
 seeds.
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import reidcli.metrics.cuhk03 as cuhk03
+import reidcli.metrics.distance as distance
 from reidcli.metrics.cuhk03 import REPEATS, single_shot_cmc
 from reidcli.metrics.distance import compute_distance
 from reidcli.metrics.evaluate import evaluate_features
@@ -39,14 +40,10 @@ def _has_match(query, gallery) -> np.ndarray:
                      for p, c in zip(query.pids, query.camids, strict=True)])  # fmt: skip
 
 
-def _brute_force(dist, query, gallery, rng, block_rows, max_rank):
+def _brute_force(dist, query, gallery, rng, max_rank):
     """The protocol one query and one repeat at a time, with the documented draw order."""
     num_q, num_g = dist.shape
-    draws = np.zeros((REPEATS, num_q, num_g))
-    for start in range(0, num_q, block_rows):
-        for t in range(REPEATS):
-            rows = min(block_rows, num_q - start)
-            draws[t, start : start + rows] = rng.random((rows, num_g))
+    draws = [rng.random((REPEATS, num_g)) for _ in range(num_q)]
     cmc = np.zeros((num_q, max_rank))
     for i in range(num_q):
         allowed = [
@@ -57,7 +54,7 @@ def _brute_force(dist, query, gallery, rng, block_rows, max_rank):
             kept = {}  # identity -> its allowed item with the largest draw
             for j in allowed:
                 pid = int(gallery.pids[j])
-                if pid not in kept or draws[t, i, j] > draws[t, i, kept[pid]]:
+                if pid not in kept or draws[i][t, j] > draws[i][t, kept[pid]]:
                     kept[pid] = j
             if int(query.pids[i]) not in kept:
                 continue
@@ -72,11 +69,9 @@ def _brute_force(dist, query, gallery, rng, block_rows, max_rank):
 def test_equals_brute_force_draw_for_draw(levels, block_rows, monkeypatch):
     dist, query, gallery = _problem(1 + levels, levels)
     if block_rows:
-        monkeypatch.setattr(cuhk03, "WORK_ELEMENTS", block_rows * dist.shape[1])
+        monkeypatch.setattr(cuhk03, "WORK_ELEMENTS", block_rows * REPEATS * dist.shape[1])
     curves = single_shot_cmc(dist, query, gallery, np.random.default_rng(5), max_rank=20)
-    expected = _brute_force(
-        dist, query, gallery, np.random.default_rng(5), block_rows or len(dist), 20
-    )
+    expected = _brute_force(dist, query, gallery, np.random.default_rng(5), 20)
     np.testing.assert_array_equal(curves, expected)
     assert 0.05 < curves[:, 0].mean() < 0.95  # neither trivial nor hopeless
 
@@ -126,16 +121,19 @@ def test_mean_over_seeds_matches_the_exact_expectation():
     assert 0.2 < expected[0] < 0.8
 
 
-def test_evaluate_features_cuhk03_uses_the_same_curves():
+@pytest.mark.parametrize("block_rows", [None, 6])  # distances in one block; in blocks of 6
+def test_evaluate_features_cuhk03_uses_the_same_curves(block_rows, monkeypatch):
     rng = np.random.default_rng(2)
     _, query, gallery = _problem(3)
+    if block_rows:
+        monkeypatch.setattr(distance, "BLOCK_ELEMENTS", block_rows * len(gallery))
     centres = rng.normal(size=(24, 8))
     qf = centres[query.pids] + 0.9 * rng.normal(size=(25, 8))
     gf = centres[gallery.pids] + 0.9 * rng.normal(size=(len(gallery), 8))
     feats = as_features(qf, gf, query.pids, gallery.pids, query.camids, gallery.camids)
     m = evaluate_features(feats, Eval(protocol="cuhk03", distance="euclidean"), seed=4)
     dist = compute_distance(feats.query_features, feats.gallery_features, "euclidean")
-    curves = _brute_force(dist, query, gallery, np.random.default_rng(4), 25, 50)
+    curves = _brute_force(dist, query, gallery, np.random.default_rng(4), 50)
     valid = _has_match(query, gallery)
     np.testing.assert_allclose(m["cmc"], curves[valid].mean(0), atol=1e-12)
     assert m["rank1"] == pytest.approx(curves[valid, 0].mean(), abs=1e-12)

@@ -2,7 +2,9 @@
 
 As torchreid's `eval_cuhk03`: after removing same-identity same-camera items, every identity
 keeps one random gallery image, the CMC of that reduced gallery is taken, and the curve is
-averaged over the repeats. The draws are seeded; they are not the reference's random stream.
+averaged over the repeats. The draws are seeded, query by query (each query draws its
+(REPEATS, G) uniform keys in turn), so they do not depend on how the queries are chunked; they
+are not the reference's random stream.
 Each identity keeps its item with the largest uniform key (a uniform draw among its allowed
 items); a query's rank is the number of kept items ahead of its kept true match in the stable
 distance order (distance, then gallery index), so no row is ever sorted.
@@ -16,8 +18,7 @@ from reidcli.metrics.features import Labels
 from reidcli.metrics.rank import GalleryIndex
 
 REPEATS = 10
-# About 32 MiB of float64 per (rows, G) working block. The draws are made block by block, so
-# changing this changes the random stream (and the numbers) of a seed.
+# About 32 MiB of float64 draws per (rows, REPEATS, G) working block.
 WORK_ELEMENTS = 1 << 22
 
 
@@ -30,7 +31,7 @@ def single_shot_cmc(
         dist: (R, G) distances (numpy array or tensor).
         query: The R queries' person ids and cameras.
         gallery: The G gallery items' person ids and cameras.
-        rng: Random generator, advanced block by block: one (rows, G) uniform draw per repeat.
+        rng: Random generator, advanced query by query: (REPEATS, G) uniform draws each.
         max_rank: Length of the curve.
 
     Returns:
@@ -40,7 +41,7 @@ def single_shot_cmc(
         dist = dist.detach().cpu().numpy()
     d = np.asarray(dist)
     index = GalleryIndex(gallery)
-    rows = max(1, WORK_ELEMENTS // max(1, d.shape[1]))
+    rows = max(1, WORK_ELEMENTS // max(1, REPEATS * d.shape[1]))
     parts = [
         _single_shot_rows(d[s : s + rows], query[s : s + rows], index, rng, max_rank)
         for s in range(0, d.shape[0], rows)
@@ -66,8 +67,9 @@ def _single_shot_rows(d, query: Labels, index: GalleryIndex, rng, max_rank) -> n
     d_grouped = d[:, index.by_pid]  # (R, G) columns grouped by identity
     ranks_ahead = np.arange(1, max_rank + 1)
     cmc = np.zeros((num, max_rank))
-    for _ in range(REPEATS):
-        key = rng.random((num, num_g))  # (R, G) uniform keys; removed items never drawn
+    draws = rng.random((num, REPEATS, num_g))  # query by query: the same for any chunking
+    for t in range(REPEATS):
+        key = draws[:, t]  # (R, G) uniform keys; removed items are never drawn
         key[rows[junk], cols[junk]] = -1.0
         m_key = key[m_rows, m_cols]
         key = key[:, index.by_pid]

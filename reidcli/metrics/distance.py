@@ -15,8 +15,9 @@ import numpy as np
 Metric = Literal["cosine", "euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 
-# About 128 MiB of float32 per (rows, G) block.
-BLOCK_ELEMENTS = 1 << 25
+# About 32 MiB of float32 per (rows, G) block: big enough for full-speed BLAS, small enough
+# to keep the process's peak memory low.
+BLOCK_ELEMENTS = 1 << 23
 # torch.nn.functional.normalize's eps: rows with a smaller norm are divided by it instead.
 NORM_EPS = 1e-12
 
@@ -39,9 +40,10 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, NORM_EPS)[:, None]
 
 
-def chunk_rows(num_cols: int, block_elements: int = BLOCK_ELEMENTS) -> int:
-    """Rows per chunk so that a (rows, num_cols) block holds about `block_elements` values."""
-    return max(1, block_elements // max(1, num_cols))
+def chunk_rows(num_cols: int, block_elements: int | None = None) -> int:
+    """Rows per chunk so that a (rows, num_cols) block holds about `block_elements` values
+    (default BLOCK_ELEMENTS)."""
+    return max(1, (block_elements or BLOCK_ELEMENTS) // max(1, num_cols))
 
 
 def check_metric(metric: str) -> None:
@@ -99,7 +101,7 @@ def iter_distance_chunks(
         query_features: (Q, D) array or tensor.
         gallery_features: (G, D) array or tensor.
         metric: "cosine" or "euclidean".
-        rows: Queries per block; by default about 128 MiB per block.
+        rows: Queries per block; by default about 32 MiB per block.
     """
     q = prepare(query_features, metric)
     g = prepare(gallery_features, metric)
