@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import reidcli.metrics.neighbours as neighbours
 import reidcli.metrics.rerank as rr
 from reidcli.metrics.evaluate import evaluate_features
 from reidcli.metrics.features import Labels, as_features
@@ -87,7 +88,7 @@ def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(monkey
     qf = qf / np.linalg.norm(qf, axis=1, keepdims=True)
     gf = gf / np.linalg.norm(gf, axis=1, keepdims=True)
     whole = rr.rerank(qf, gf, metric="euclidean", **DEFAULTS)
-    monkeypatch.setattr(rr, "BLOCK_ELEMENTS", 3000)
+    monkeypatch.setattr(neighbours, "BLOCK_ELEMENTS", 3000)
     monkeypatch.setattr(rr, "FINAL_ELEMENTS", 2000)
     monkeypatch.setattr(rr, "PAIR_BUDGET", 500)
     monkeypatch.setattr(rr, "PAIR_ROWS", 77)
@@ -95,6 +96,34 @@ def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(monkey
     assert len(starts) > 5 and starts == sorted(starts)
     np.testing.assert_allclose(rr.rerank(qf, gf, metric="euclidean", **DEFAULTS), whole, atol=1e-6)
     np.testing.assert_allclose(rr.rerank(qf, gf, metric="cosine", **DEFAULTS), whole, atol=1e-5)
+
+
+class _Matrix:
+    """A precomputed distance matrix as a block source."""
+
+    def __init__(self, d):
+        self.d, self.n = d, d.shape[0]
+
+    def block(self, start, stop, col_start=0):
+        return self.d[start:stop, col_start:].copy()
+
+
+@pytest.mark.parametrize("levels", [0, 3])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("block_elements", [1 << 22, 7 * 50])  # one block; blocks of 7 rows
+def test_nearest_is_the_stable_order(levels, symmetric, block_elements, monkeypatch):
+    monkeypatch.setattr(neighbours, "BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(levels)
+    d = rng.random((50, 50)).astype(np.float32)
+    if levels:  # many ties, also at the k-th value
+        d = np.floor(d * levels).astype(np.float32)
+    if symmetric:
+        d = np.minimum(d, d.T)
+    np.fill_diagonal(d, 0.0)
+    for k in (1, 9, 50):
+        knn, row_max = neighbours.nearest(_Matrix(d), k, symmetric)
+        np.testing.assert_array_equal(knn, np.argsort(d, axis=1, kind="stable")[:, :k])
+        np.testing.assert_array_equal(row_max, d.max(1))
 
 
 def test_bad_parameters():

@@ -15,9 +15,9 @@ import numpy as np
 Metric = Literal["cosine", "euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 
-# About 32 MiB of float32 per (rows, G) block: big enough for full-speed BLAS, small enough
+# About 16 MiB of float32 per (rows, G) block: big enough for full-speed BLAS, small enough
 # to keep the process's peak memory low.
-BLOCK_ELEMENTS = 1 << 23
+BLOCK_ELEMENTS = 1 << 22
 # torch.nn.functional.normalize's eps: rows with a smaller norm are divided by it instead.
 NORM_EPS = 1e-12
 
@@ -101,7 +101,7 @@ def iter_distance_chunks(
         query_features: (Q, D) array or tensor.
         gallery_features: (G, D) array or tensor.
         metric: "cosine" or "euclidean".
-        rows: Queries per block; by default about 32 MiB per block.
+        rows: Queries per block; by default about 16 MiB per block.
     """
     q = prepare(query_features, metric)
     g = prepare(gallery_features, metric)

@@ -1,7 +1,7 @@
 """Features in, metrics out: distances or re-ranking, streamed over query chunks, then scored.
 
 The options come from the recipe's own `eval` section (`reidcli.recipe.run.Eval`); its schema
-holds the only defaults. Numpy and scipy only: no torch is imported.
+holds the only defaults. Numpy only: neither torch nor scipy is imported.
 """
 
 from __future__ import annotations
@@ -130,8 +130,7 @@ def run_evaluation(
     if qe.enabled:
         metrics["query_expansion"] = qe.model_dump(exclude={"enabled"})
     if rr.enabled:
-        # scipy's sparse matrices are only needed (and imported) when re-ranking
-        from reidcli.metrics.rerank import iter_rerank
+        from reidcli.metrics.rerank import iter_rerank  # imported only when re-ranking
 
         blocks = iter_rerank(qf, gf, k1=rr.k1, k2=rr.k2, lambda_=rr.lambda_, metric=cfg.distance)
         if rerank_out is not None:

@@ -89,11 +89,17 @@ def order_bits(values: np.ndarray) -> np.ndarray:
     return bits ^ (sign | np.uint32(0x80000000))
 
 
-def pack_keys(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, index_bits: int):
-    """uint64 keys (row, order bits of the float32 value, gallery index), high to low."""
+def value_keys(values: np.ndarray, cols: np.ndarray, index_bits: int) -> np.ndarray:
+    """uint64 keys (order bits of the float32 value, then the column index), high to low."""
     keys = order_bits(values).astype(np.uint64)
     keys <<= np.uint64(index_bits)
     keys |= cols.astype(np.uint64)
+    return keys
+
+
+def pack_keys(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, index_bits: int):
+    """uint64 keys (row, order bits of the float32 value, gallery index), high to low."""
+    keys = value_keys(values, cols, index_bits)
     keys |= rows.astype(np.uint64) << np.uint64(32 + index_bits)
     return keys
 
@@ -217,7 +223,7 @@ def top_k(dist, query: Labels, gallery: Labels, k: int) -> np.ndarray:
     """(R, min(k, G)) gallery indices of each query's first k items in the stable ranking,
     same-identity same-camera items removed (placed last, in their stable order)."""
     d = _as_matrix(dist)
-    num, num_g = d.shape
+    num_g = d.shape[1]
     k = min(k, num_g)
     index = GalleryIndex(gallery)
     rows, cols = index.same_pid(query.pids)
@@ -229,7 +235,7 @@ def top_k(dist, query: Labels, gallery: Labels, k: int) -> np.ndarray:
         removed[rows, cols] = True
         return np.lexsort((d, removed), axis=1)[:, :k]
     bits = index.index_bits
-    keys = pack_keys(d.astype(np.float32), np.zeros((num, 1), np.int64), np.arange(num_g), bits)
+    keys = value_keys(d.astype(np.float32), np.arange(num_g), bits)  # (R, G)
     keys[rows, cols] |= np.uint64(1 << (32 + bits))  # a flag above the value: behind the rest
     if k < num_g:
         keys = np.partition(keys, k - 1, axis=1)[:, :k]

@@ -7,37 +7,33 @@ with an inverted (column) index, query chunk by query chunk. Memory grows with N
 chunk temporaries; the final (Q, G) matrix can be streamed with `iter_rerank`.
 
 The original distance is the squared euclidean distance between embeddings (for "cosine" the
-embeddings are L2-normalised first), each row divided by its maximum over all N items.
-Neighbours are found with a partial sort (`np.partition`) for each row's k-th distance, then a
-sort of the few items within it as packed keys (a float32 distance's order-preserving bits above
-the item index), so ties are ordered by index as a stable sort does.
+embeddings are L2-normalised first), each row divided by its maximum over all N items. The
+neighbour table comes from `neighbours.nearest` (stable order, half the distance products);
+the sparse encodings are plain numpy (`sparse_rows`), so scipy is not imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import scipy.sparse as sp
 
 from reidcli.metrics.distance import Metric, as_array, check_metric, normalize, squared_norms
-from reidcli.metrics.rank import pack_keys
+from reidcli.metrics.neighbours import nearest
+from reidcli.metrics.sparse_rows import SparseRows, min_sums
 
-# (rows, N) float32 distance blocks of about 16 MiB.
-BLOCK_ELEMENTS = 1 << 22
-# (rows, G) blocks of the final matrix: about 16 MiB of float64 Jaccard sums.
-FINAL_ELEMENTS = 1 << 21
-# Gathered (query nonzero, gallery nonzero) pairs per Jaccard chunk.
-PAIR_BUDGET = 1 << 22
+# (rows, G) blocks of the final matrix: about 8 MiB of float64 Jaccard sums.
+FINAL_ELEMENTS = 1 << 20
+# Gathered (query nonzero, gallery nonzero) pairs per Jaccard chunk (about 4 MiB per array).
+PAIR_BUDGET = 1 << 19
 # Feature pairs gathered at once when computing distances of arbitrary pairs.
-PAIR_ROWS = 1 << 13
-# Threads for the partial sorts (numpy releases the GIL in them; BLAS has its own threads).
-SORT_THREADS = 2
+PAIR_ROWS = 1 << 10
 
 
 class FeatureSource:
     """Squared euclidean distances between the rows of an (N, D) feature matrix, on demand."""
+
+    symmetric = True
 
     def __init__(self, features: np.ndarray) -> None:
         self.x = features  # (N, D) float32
@@ -68,7 +64,10 @@ class FeatureSource:
 
 
 class MatrixSource:
-    """The same interface over a precomputed (N, N) squared-distance matrix."""
+    """The same interface over a precomputed (N, N) squared-distance matrix (used as given,
+    every row read in full: it may not be exactly symmetric)."""
+
+    symmetric = False
 
     def __init__(self, dist: np.ndarray) -> None:
         self.d = dist
@@ -79,40 +78,6 @@ class MatrixSource:
 
     def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return self.d[i, j]
-
-
-def _smallest(block: np.ndarray, k: int) -> np.ndarray:
-    """(r, k) column indices of each row's k smallest values, in stable order (ties by index).
-
-    A float32 partial sort finds each row's k-th smallest value; the few items no larger than
-    it (k, or more with ties) are then sorted as packed keys (row, value bits, column).
-    """
-    num, n = block.shape
-    kth = np.partition(block, k - 1, axis=1)[:, k - 1] if k < n else block.max(1)  # (r,)
-    flat = np.flatnonzero(block <= kth[:, None])  # row-major, at least k per row
-    rows, cols = np.divmod(flat, n)
-    bits = max(1, (n - 1).bit_length())
-    keys = pack_keys(np.take(block, flat), rows, cols, bits)
-    keys.sort()
-    first = np.cumsum(np.bincount(rows, minlength=num)) - np.bincount(rows, minlength=num)
-    top = keys[first[:, None] + np.arange(k)]  # (r, k) the first k keys of each row
-    return (top & np.uint64((1 << bits) - 1)).astype(np.int64)
-
-
-def _neighbours(source, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, k) nearest items of every item (stable: ties by index) and (N,) row maxima."""
-    n = source.n
-    rows = max(1, BLOCK_ELEMENTS // n)
-    knn = np.empty((n, k), dtype=np.int64)
-    row_max = np.empty(n, dtype=np.float32)
-    with ThreadPoolExecutor(SORT_THREADS) as pool:
-        for s in range(0, n, rows):
-            block = source.block(s, min(s + rows, n))  # (r, N)
-            row_max[s : s + rows] = block.max(1)
-            # the partial sorts are single-threaded: split the block's rows between threads
-            parts = pool.map(lambda part: _smallest(part, k), np.array_split(block, SORT_THREADS))
-            knn[s : s + rows] = np.concatenate(list(parts))
-    return knn, row_max
 
 
 def _reciprocal_mask(table: np.ndarray) -> np.ndarray:
@@ -158,7 +123,7 @@ def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(indptr), np.concatenate(indices)
 
 
-def _encode(source, knn: np.ndarray, row_max: np.ndarray, k1: int, k2: int) -> sp.csr_matrix:
+def _encode(source, knn: np.ndarray, row_max: np.ndarray, k1: int, k2: int) -> SparseRows:
     """Sparse V: exp(−d) over each expanded set, normalised, then averaged over k2 neighbours."""
     n = source.n
     indptr, indices = _expanded_sets(knn, k1)
@@ -166,22 +131,17 @@ def _encode(source, knn: np.ndarray, row_max: np.ndarray, k1: int, k2: int) -> s
     weight = np.exp(-(source.pairs(row, indices) / row_max[row]))  # (nnz,) float32
     # every row holds at least the item itself (its own nearest neighbour), so no empty sums
     total = np.add.reduceat(weight, indptr[:-1])  # (N,) float32
-    v = sp.csr_matrix((weight / total[row], indices, indptr), shape=(n, n))
+    v = SparseRows(indptr, indices, weight / total[row], n)
     if k2 != 1:
-        # local query expansion: mean of V over each item's k2 nearest items
-        avg_idx = knn[:, :k2].ravel()
-        avg_ptr = np.arange(0, n * k2 + 1, k2)
-        avg = sp.csr_matrix((np.full(n * k2, 1.0 / k2, np.float32), avg_idx, avg_ptr), (n, n))
-        v = (avg @ v).tocsr()
-    v.sort_indices()
+        v = v.mean_of_rows(knn[:, :k2])  # local query expansion over the k2 nearest items
     return v
 
 
-def _query_chunks(vq: sp.csr_matrix, col_nnz: np.ndarray, max_rows: int) -> Iterator[slice]:
+def _query_chunks(vq: SparseRows, col_nnz: np.ndarray, max_rows: int) -> Iterator[slice]:
     """Query slices whose gathered pair count stays near PAIR_BUDGET."""
     per_nnz = col_nnz[vq.indices]
     cum = np.concatenate([[0], np.cumsum(per_nnz)])[vq.indptr]  # (Q+1,) pairs before row q
-    start, q = 0, vq.shape[0]
+    start, q = 0, vq.num_rows
     while start < q:
         stop = int(np.searchsorted(cum, cum[start] + PAIR_BUDGET, side="right")) - 1
         stop = min(max(stop, start + 1), start + max_rows, q)
@@ -189,34 +149,19 @@ def _query_chunks(vq: sp.csr_matrix, col_nnz: np.ndarray, max_rows: int) -> Iter
         start = stop
 
 
-def _min_sums(vq: sp.csr_matrix, vg_csc: sp.csc_matrix) -> np.ndarray:
-    """(r, G) Σ_j min(Vq[i, j], Vg[g, j]) over the common supports."""
-    r, g = vq.shape[0], vg_csc.shape[0]
-    q_row = np.repeat(np.arange(r), np.diff(vq.indptr))  # (nnz,) query row of each nonzero
-    col_start = vg_csc.indptr[vq.indices]
-    counts = vg_csc.indptr[vq.indices + 1] - col_start  # gallery nonzeros in the same column
-    src = np.repeat(np.arange(vq.nnz), counts)
-    offset = np.arange(src.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    pos = col_start[src] + offset
-    mins = np.minimum(vq.data[src], vg_csc.data[pos])
-    flat = q_row[src] * g + vg_csc.indices[pos]
-    return np.bincount(flat, weights=mins, minlength=r * g).reshape(r, g)
-
-
 def _iter_final(
     source, num_query: int, k1: int, k2: int, lambda_: float
 ) -> Iterator[tuple[int, np.ndarray]]:
     n = source.n
-    knn, row_max = _neighbours(source, max(k1 + 1, k2))
+    knn, row_max = nearest(source, max(k1 + 1, k2), symmetric=source.symmetric)
     v = _encode(source, knn, row_max, k1, k2)
     del knn
-    vq = v[:num_query]
-    vg_csc = v[num_query:].tocsc()
-    vg_csc.sort_indices()
-    col_nnz = np.diff(vg_csc.indptr)
+    vq = v.rows(0, num_query)
+    vg_by_col = v.rows(num_query, n).transpose()  # (N, G): gallery entries of each column
+    col_nnz = np.diff(vg_by_col.indptr)
     max_rows = max(1, FINAL_ELEMENTS // max(1, n - num_query))
     for rows in _query_chunks(vq, col_nnz, max_rows):
-        tmin = _min_sums(vq[rows], vg_csc)  # (r, G) float64
+        tmin = min_sums(vq.rows(rows.start, rows.stop), vg_by_col)  # (r, G) float64
         # jaccard = 1 − tmin / (2 − tmin), weighted by (1 − λ); in place to bound memory
         np.divide(tmin, 2.0 - tmin, out=tmin)
         np.subtract(1.0, tmin, out=tmin)
