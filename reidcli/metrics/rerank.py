@@ -80,16 +80,23 @@ class MatrixSource:
         return self.d[i, j]
 
 
+def _row_keys(table: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Sorted int64 keys i·N + j of the entries j of each row i (those in `mask`, if given)."""
+    n = len(table)
+    keys = np.arange(n)[:, None] * n + table
+    return np.sort(keys[mask] if mask is not None else keys.ravel())
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Whether each of `keys` is among `sorted_keys`."""
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
 def _reciprocal_mask(table: np.ndarray) -> np.ndarray:
     """(N, k) bool: whether table[i, m] also has i among its own first k neighbours."""
-    n, k = table.shape
-    mask = np.empty((n, k), dtype=bool)
-    rows = max(1, (1 << 22) // (k * k))
-    for s in range(0, n, rows):
-        ids = np.arange(s, min(s + rows, n))
-        back = table[table[ids]]  # (r, k, k): neighbours of each neighbour
-        mask[ids] = (back == ids[:, None, None]).any(2)
-    return mask
+    n = len(table)
+    return _contains(_row_keys(table), table * n + np.arange(n)[:, None])
 
 
 def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,14 +105,15 @@ def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     half = int(np.around(k1 / 2.0))
     table, table_h = knn[:, : k1 + 1], knn[:, : half + 1]
     mask, mask_h = _reciprocal_mask(table), _reciprocal_mask(table_h)
+    in_r = _row_keys(table, mask)  # R(p, k1) of every p, as keys p·N + member
     indptr = [np.zeros(1, np.int64)]
     indices = []
-    rows = max(1, (1 << 22) // ((k1 + 1) ** 2 * (half + 1)))
+    rows = max(1, (1 << 20) // ((k1 + 1) * (half + 1)))
     for s in range(0, n, rows):
         cand, cmask = table[s : s + rows], mask[s : s + rows]  # (r, k1+1)
         sub, sub_mask = table_h[cand], mask_h[cand]  # (r, k1+1, half+1): R(c, k1/2)
-        in_r = (sub[..., None] == cand[:, None, None, :]) & cmask[:, None, None, :]
-        common = (in_r.any(-1) & sub_mask).sum(-1)  # |R(c, k1/2) ∩ R(p, k1)|
+        p = np.arange(s, s + len(cand))[:, None, None]
+        common = (_contains(in_r, p * n + sub) & sub_mask).sum(-1)  # |R(c, k1/2) ∩ R(p, k1)|
         size = sub_mask.sum(-1)
         accept = cmask & (common > (2.0 / 3.0) * size)  # (r, k1+1)
         members = np.concatenate(
