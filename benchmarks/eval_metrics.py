@@ -6,7 +6,7 @@ Times (1) CMC/mAP/mINP from a precomputed (Q, G) distance matrix, the reference'
 (2) the chunked cosine distances alone, (3) `evaluate_features` end to end (distances +
 metrics, chunked over queries), (4) the metrics with shuffled gallery identities (a useless
 model: most of each list precedes its last true match). Reports this process's peak resident
-memory.
+memory (numpy only: no torch is imported).
 """
 
 import argparse
@@ -22,9 +22,8 @@ from synthetic_features import loadavg, make_features, peak_rss_mib
 
 from reidcli.metrics.distance import compute_distance
 from reidcli.metrics.evaluate import evaluate_features
+from reidcli.metrics.features import REQUIRED_KEYS, Labels, as_features
 from reidcli.metrics.rank import evaluate_rank
-
-LABELS = ("query_pids", "gallery_pids", "query_camids", "gallery_camids")
 
 
 def best_of(repeat: int, fn) -> tuple[float, object]:
@@ -41,16 +40,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(f"load average before: {loadavg()}")
-    f = make_features("market")
-    qf, gf = f["query_features"], f["gallery_features"]
-    labels = [f[k] for k in LABELS]
+    feats = as_features(*(make_features("market")[k] for k in REQUIRED_KEYS))
+    qf, gf = feats.query_features, feats.gallery_features
     t_dist, dist = best_of(args.repeat, lambda: compute_distance(qf, gf, "cosine"))
-    t_rank, m = best_of(args.repeat, lambda: evaluate_rank(dist, *labels))
-    t_all, _ = best_of(args.repeat, lambda: evaluate_features(qf, gf, *labels))
+    t_rank, m = best_of(args.repeat, lambda: evaluate_rank(dist, feats.query, feats.gallery))
+    t_all, _ = best_of(args.repeat, lambda: evaluate_features(feats))
     # a useless model: shuffled gallery identities put the last true match far down every list
-    weak = list(labels)
-    weak[1] = np.random.default_rng(0).permutation(weak[1])
-    t_weak, m_weak = best_of(args.repeat, lambda: evaluate_rank(dist, *weak))
+    shuffled = np.random.default_rng(0).permutation(feats.gallery_pids)
+    weak = Labels(shuffled, feats.gallery_camids)
+    t_weak, m_weak = best_of(args.repeat, lambda: evaluate_rank(dist, feats.query, weak))
     print(f"problem: {qf.shape[0]} x {gf.shape[0]}, {qf.shape[1]}-d; best of {args.repeat}")
     print(f"metrics from a distance matrix      {t_rank:6.2f} s")
     print(f"cosine distances (chunked)          {t_dist:6.2f} s")

@@ -5,8 +5,8 @@ Usage: .venv/bin/python benchmarks/rerank.py [--size market|msmt]
 market: 3,368 × 15,913, 512-d (synthetic): the full (Q, G) matrix is returned, as the reference.
 msmt: 11,659 × 82,161, 512-d: the re-ranked blocks are scored as they come (never the whole
 (Q, G) matrix in memory). Each size runs in a fresh child process; its peak resident memory
-during the re-ranking (VmHWM, reset just before it, so everything torch, numpy and scipy
-allocate counts) is reported beside the resident memory before it (torch alone is ~580 MiB).
+during the re-ranking (VmHWM, reset just before it, so everything numpy
+allocate counts) is reported beside the resident memory before it.
 """
 
 import argparse
@@ -19,30 +19,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic_features import loadavg, make_features, peak_rss_mib, reset_peak, rss_mib
 
-LABELS = ("query_pids", "query_camids", "gallery_pids", "gallery_camids")
-
 
 def child(size: str) -> None:
-
+    from reidcli.metrics.features import REQUIRED_KEYS, as_features
     from reidcli.metrics.rank import QueryScores, score_block, summarize
     from reidcli.metrics.rerank import iter_rerank, rerank
+    from reidcli.recipe.run import Rerank
 
-    f = make_features(size)
-    qf, gf = f["query_features"], f["gallery_features"]
+    feats = as_features(*(make_features(size)[k] for k in REQUIRED_KEYS))
+    qf, gf = feats.query_features, feats.gallery_features
+    params = Rerank().model_dump(exclude={"enabled"})  # the schema's k1, k2, lambda_
     base = rss_mib()
     reset_peak()  # from here VmHWM is the peak of the re-ranking (and, for msmt, the scoring)
     start = time.perf_counter()
     if size == "market":
-        out = rerank(qf, gf, metric="cosine")
+        out = rerank(qf, gf, metric="cosine", **params)
         seconds = time.perf_counter() - start
         peak = peak_rss_mib()
-        scores = score_block(out, *(f[k] for k in LABELS))
+        scores = score_block(out, feats.query, feats.gallery)
     else:
         parts = []
-        for s, block in iter_rerank(qf, gf, metric="cosine"):
-            rows = slice(s, s + block.shape[0])
-            parts.append(score_block(block, *(f[k][rows] for k in LABELS[:2]),
-                                     *(f[k] for k in LABELS[2:])))  # fmt: skip
+        for s, block in iter_rerank(qf, gf, metric="cosine", **params):
+            rows = feats.query[s : s + block.shape[0]]
+            parts.append(score_block(block, rows, feats.gallery))
         seconds = time.perf_counter() - start
         peak = peak_rss_mib()
         scores = QueryScores.concat(parts)

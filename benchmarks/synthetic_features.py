@@ -1,41 +1,57 @@
-"""Synthetic query/gallery embeddings with re-ID structure, for the metric benchmarks."""
+"""Synthetic query/gallery embeddings with re-ID structure, for the metric benchmarks (numpy only).
+
+Usage: .venv/bin/python benchmarks/synthetic_features.py SIZE OUT.npz   (writes a features file)
+"""
+
+import argparse
+from pathlib import Path
 
 import numpy as np
-import torch
 
 SIZES = {
-    # queries, gallery items, identities, cameras (Market-1501 and MSMT17 test sets)
-    "market": (3368, 15913, 751, 6),
+    # queries, gallery items, identities, cameras
+    "rerank": (1000, 5000, 250, 6),  # the whole-process re-ranking benchmark
+    "market": (3368, 15913, 751, 6),  # Market-1501 and MSMT17 test sets
     "msmt": (11659, 82161, 3060, 15),
 }
 
 
 def make_features(size: str, dim: int = 512, seed: int = 0) -> dict:
-    """L2-normalised embeddings: identity centre + camera offset + noise; pid 0 distractors."""
+    """L2-normalised float32 embeddings: identity centre + camera offset + noise; pid 0
+    distractors; every identity has at least one gallery item. Keys as a features file."""
     num_q, num_g, ids, cams = SIZES[size]
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(ids + 1, dim, generator=gen)
-    cam_shift = 0.7 * torch.randn(cams, dim, generator=gen)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((ids + 1, dim), dtype=np.float32)
+    cam_shift = 0.7 * rng.standard_normal((cams, dim), dtype=np.float32)
 
-    def draw(n: int, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        camids = torch.randint(0, cams, (n,), generator=gen)
-        x = centres[pids] + cam_shift[camids] + 1.6 * torch.randn(n, dim, generator=gen)
-        return torch.nn.functional.normalize(x, dim=1), camids
+    def draw(pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        camids = rng.integers(0, cams, len(pids))
+        x = centres[pids] + cam_shift[camids]
+        x += 1.6 * rng.standard_normal(x.shape, dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x, camids
 
-    q_pids = torch.randint(1, ids + 1, (num_q,), generator=gen)
-    g_pids = torch.cat(
-        [torch.arange(1, ids + 1), torch.randint(0, ids + 1, (num_g - ids,), generator=gen)]
-    )
-    qf, qc = draw(num_q, q_pids)
-    gf, gc = draw(num_g, g_pids)
+    q_pids = rng.integers(1, ids + 1, num_q)
+    g_pids = np.concatenate([np.arange(1, ids + 1), rng.integers(0, ids + 1, num_g - ids)])
+    qf, qc = draw(q_pids)
+    gf, gc = draw(g_pids)
     return {
-        "query_features": qf.numpy(),
-        "gallery_features": gf.numpy(),
-        "query_pids": q_pids.numpy().astype(np.int64),
-        "gallery_pids": g_pids.numpy().astype(np.int64),
-        "query_camids": qc.numpy().astype(np.int64),
-        "gallery_camids": gc.numpy().astype(np.int64),
+        "query_features": qf,
+        "gallery_features": gf,
+        "query_pids": q_pids.astype(np.int64),
+        "gallery_pids": g_pids.astype(np.int64),
+        "query_camids": qc.astype(np.int64),
+        "gallery_camids": gc.astype(np.int64),
     }
+
+
+def write_features(size: str, path: str | Path, dim: int = 512, seed: int = 0) -> Path:
+    """Write `make_features(size)` as a features `.npz` file (skipped when it exists)."""
+    path = Path(path)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **make_features(size, dim, seed))
+    return path
 
 
 def peak_rss_mib() -> float:
@@ -65,3 +81,11 @@ def reset_peak() -> None:
 def loadavg() -> str:
     with open("/proc/loadavg") as fh:
         return fh.read().strip()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("size", choices=sorted(SIZES))
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    print(write_features(args.size, args.out))

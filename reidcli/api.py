@@ -122,13 +122,10 @@ def rerank(
     """
     from reidcli.metrics.evaluate import run_evaluation
     from reidcli.metrics.features import load_features
+    from reidcli.recipe.run import Eval, Rerank
 
-    feats = load_features(features_path)
-    result = run_evaluation(
-        feats.query_features, feats.gallery_features, feats.query_pids, feats.gallery_pids,
-        feats.query_camids, feats.gallery_camids, distance=distance,
-        rerank={"k1": k1, "k2": k2, "lambda_": lambda_}, rerank_out=out,
-    )  # fmt: skip
+    cfg = Eval(rerank=Rerank(enabled=True, k1=k1, k2=k2, lambda_=lambda_), distance=distance)
+    result = run_evaluation(load_features(features_path), cfg, rerank_out=out)
     if out is not None:
         result.metrics["reranked"]["out"] = str(out)
     return result.metrics

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reidcli.metrics.evaluate import PUBLIC_KEYS
 from reidcli.metrics.features import REQUIRED_KEYS
 from tests.conftest import reid
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURE_KEYS = REQUIRED_KEYS
-PUBLIC = {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped"}
+PUBLIC = set(PUBLIC_KEYS)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_bad_features_exit_1(tmp_path, problem):
     elif problem == "length":
         arrays["gallery_camids"] = np.ones(4, np.int64)
     elif problem == "dtype":
-        arrays["query_features"] = arrays["query_features"].astype(np.float16)
+        arrays["query_pids"] = arrays["query_pids"].astype(np.float64)  # labels must be integers
     path = tmp_path / "bad.npz"
     if problem != "absent":
         np.savez(path, **arrays)

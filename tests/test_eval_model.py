@@ -11,12 +11,13 @@ import yaml
 
 from reidcli import api
 from reidcli.engine.inference import load_trained_model
+from reidcli.metrics.evaluate import PUBLIC_KEYS
 from reidcli.metrics.features import load_features
 from reidcli.recipe import load_recipe
 from tests.conftest import reid
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC = {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped"}
+PUBLIC = set(PUBLIC_KEYS)
 
 
 @pytest.fixture(scope="module")

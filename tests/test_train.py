@@ -79,15 +79,16 @@ def chance_map(dataset: Path) -> float:
     """Validation mAP of random embeddings, averaged over a few draws."""
     from reidcli.data.manifest import load_manifest
     from reidcli.metrics.evaluate import evaluate_features
+    from reidcli.metrics.features import as_features
 
     frame = load_manifest(dataset)
     q, g = (frame[frame["split"] == s] for s in ("val_query", "val_gallery"))
     rng = np.random.default_rng(0)
     scores = [
-        evaluate_features(
+        evaluate_features(as_features(
             rng.normal(size=(len(q), 16)), rng.normal(size=(len(g), 16)),
             q["pid"].to_numpy(), g["pid"].to_numpy(), q["camid"].to_numpy(), g["camid"].to_numpy(),
-        )["mAP"]
+        ))["mAP"]
         for _ in range(5)
     ]  # fmt: skip
     return float(np.mean(scores))

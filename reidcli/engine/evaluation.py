@@ -33,6 +33,7 @@ def evaluate_target(
     from reidcli.metrics.evaluate import run_evaluation
     from reidcli.metrics.features import load_features
     from reidcli.metrics.features import save_features as write_features
+    from reidcli.recipe.run import Eval
 
     if split not in ("test", "val"):
         raise RecipeError(f"--split must be test or val, got {split!r}")
@@ -40,7 +41,7 @@ def evaluate_target(
         if target is not None:
             raise RecipeError("give either a run/checkpoint or --features, not both")
         feats, out_dir, checkpoint = load_features(features), Path(features).parent, None
-        eval_cfg = None
+        eval_cfg = Eval()  # a features file has no recipe: the schema's defaults
     else:
         feats, eval_cfg, checkpoint = _model_features(
             target, recipe, split, flip, device, amp, runs_dir
@@ -54,19 +55,8 @@ def evaluate_target(
         )  # fmt: skip
     if visualize and not feats.has_paths:
         raise FeaturesError(f"{features}: --visualize needs query_paths and gallery_paths")
-    if eval_cfg is not None:
-        distance = distance or eval_cfg.distance
-        ranks = ranks or eval_cfg.ranks
-        if rerank is None and eval_cfg.rerank.enabled:
-            rerank = eval_cfg.rerank
-        if query_expansion is None and eval_cfg.query_expansion.enabled:
-            query_expansion = eval_cfg.query_expansion
-    result = run_evaluation(
-        feats.query_features, feats.gallery_features, feats.query_pids, feats.gallery_pids,
-        feats.query_camids, feats.gallery_camids, distance=distance or "cosine",
-        ranks=ranks or (1, 5, 10, 20), rerank=rerank, query_expansion=query_expansion,
-        protocol=protocol, seed=seed, top_k=10 if visualize else 0,
-    )  # fmt: skip
+    cfg = _eval_options(eval_cfg, distance, ranks, rerank, query_expansion, protocol)
+    result = run_evaluation(feats, cfg, seed=seed, top_k=10 if visualize else 0)
     metrics = result.metrics
     if save_features is not None:
         metrics["features_file"] = str(save_features)
@@ -78,6 +68,33 @@ def evaluate_target(
         path.write_text(json.dumps(metrics, indent=2, default=_plain) + "\n")
         metrics["eval_json"] = str(path)
     return metrics
+
+
+def _eval_options(base, distance, ranks, rerank, query_expansion, protocol):
+    """The `eval` section with the given overrides (None keeps the section's value)."""
+    from reidcli.recipe.run import Eval
+
+    update = {"rerank": _section(base.rerank, rerank)}
+    update["query_expansion"] = _section(base.query_expansion, query_expansion)
+    for key, value in (("distance", distance), ("ranks", ranks), ("protocol", protocol)):
+        if value is not None:
+            update[key] = value
+    return Eval.model_validate({**base.model_dump(by_alias=True), **update})
+
+
+def _section(section, value):
+    """A rerank/query_expansion section overridden by True/False (switch it), a section model
+    (use it), or a mapping of some of its options (validated by the schema; enables it)."""
+    if value is None:
+        return section
+    if isinstance(value, bool):
+        return section.model_copy(update={"enabled": value})
+    if isinstance(value, type(section)):
+        return value
+    given = type(section).model_validate({"enabled": True, **value})
+    return section.model_copy(
+        update={name: getattr(given, name) for name in given.model_fields_set}
+    )
 
 
 def _model_features(target, recipe_path, split, flip, device, amp, runs_dir):

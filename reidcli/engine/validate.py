@@ -7,10 +7,10 @@ from torch import nn
 from reidcli.data.loaders import build_eval_loader
 from reidcli.engine.extract import extract_features, gather_rows
 from reidcli.engine.runtime import Runtime
-from reidcli.metrics.evaluate import evaluate_features
+from reidcli.metrics.evaluate import PUBLIC_KEYS, evaluate_features
+from reidcli.metrics.features import as_features
 from reidcli.recipe import Recipe
-
-SUMMARY_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped")
+from reidcli.recipe.run import Eval
 
 
 def embed_frame(
@@ -35,14 +35,15 @@ def validate(model: nn.Module, recipe: Recipe, data, runtime: Runtime) -> dict:
     """Metrics on the validation identities (never the test split)."""
     qf = embed_frame(model, data.val_query, recipe, runtime)
     gf = embed_frame(model, data.val_gallery, recipe, runtime)
-    result = evaluate_features(
+    feats = as_features(
         qf,
         gf,
         data.val_query["pid"].to_numpy(),
         data.val_gallery["pid"].to_numpy(),
         data.val_query["camid"].to_numpy(),
         data.val_gallery["camid"].to_numpy(),
-        distance=recipe.eval.distance,
-        ranks=recipe.eval.ranks,
     )
-    return {k: result[k] for k in SUMMARY_KEYS if k in result}
+    # the recipe's distance and ranks; no re-ranking or query expansion during training
+    cfg = Eval(distance=recipe.eval.distance, ranks=recipe.eval.ranks)
+    result = evaluate_features(feats, cfg)
+    return {k: result[k] for k in PUBLIC_KEYS if k in result}

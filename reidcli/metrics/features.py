@@ -1,8 +1,9 @@
 """Features files (`.npz`): loading with validation, and saving.
 
-A features file holds `query_features` (Q, D) and `gallery_features` (G, D) as float32,
-`query_pids`, `gallery_pids`, `query_camids`, `gallery_camids` as int64, and optionally
-`query_paths` and `gallery_paths` (strings) for visualisation.
+A features file holds `query_features` (Q, D) and `gallery_features` (G, D) (any real numeric
+dtype: float32, float64 as numpy saves by default, float16, integers; converted to float32),
+`query_pids`, `gallery_pids`, `query_camids`, `gallery_camids` (any integer dtype; converted to
+int64), and optionally `query_paths` and `gallery_paths` (strings) for visualisation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,34 @@ REQUIRED_KEYS = (
     "gallery_camids",
 )
 PATH_KEYS = ("query_paths", "gallery_paths")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Person ids and cameras of one side (query or gallery) of an evaluation.
+
+    Attributes:
+        pids: (N,) int64 person ids.
+        camids: (N,) int64 camera ids.
+    """
+
+    pids: np.ndarray
+    camids: np.ndarray
+
+    def __post_init__(self) -> None:
+        # arrays, lists or tensors alike; a frozen dataclass sets its fields through object
+        pids, camids = _as_numpy(self.pids, np.int64), _as_numpy(self.camids, np.int64)
+        if pids.ndim != 1 or pids.shape != camids.shape:
+            raise ValueError(f"pids {pids.shape} and camids {camids.shape} must be equal 1-D")
+        object.__setattr__(self, "pids", pids)
+        object.__setattr__(self, "camids", camids)
+
+    def __len__(self) -> int:
+        return len(self.pids)
+
+    def __getitem__(self, rows: slice) -> Labels:
+        """The labels of a slice of the items (views, no copy)."""
+        return Labels(self.pids[rows], self.camids[rows])
 
 
 @dataclass(frozen=True)
@@ -55,31 +84,44 @@ class Features:
         """Whether both path arrays are present."""
         return self.query_paths is not None and self.gallery_paths is not None
 
+    @property
+    def query(self) -> Labels:
+        """Query person ids and cameras."""
+        return Labels(self.query_pids, self.query_camids)
+
+    @property
+    def gallery(self) -> Labels:
+        """Gallery person ids and cameras."""
+        return Labels(self.gallery_pids, self.gallery_camids)
+
 
 def _check_side(arrays: dict[str, np.ndarray], side: str, source: str) -> None:
-    feats = arrays[f"{side}_features"]
+    """Check one side's arrays and convert them in place to float32 / int64."""
+    key = f"{side}_features"
+    feats = arrays[key]
     if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
         raise FeaturesError(
-            f"{source}: {side}_features must be a non-empty 2-D array (N, D), "
-            f"got shape {feats.shape}"
+            f"{source}: {key} must be a non-empty 2-D array (N, D), got shape {feats.shape}"
         )
-    if feats.dtype != np.float32:
-        raise FeaturesError(f"{source}: {side}_features must be float32, got {feats.dtype}")
+    if not (np.issubdtype(feats.dtype, np.floating) or np.issubdtype(feats.dtype, np.integer)):
+        raise FeaturesError(f"{source}: {key} must be real numbers, got {feats.dtype}")
+    converted = feats.dtype != np.float32
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
+        feats = arrays[key] = np.ascontiguousarray(feats, dtype=np.float32)
     bad = ~np.isfinite(feats).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
+        after = " after conversion to float32" if converted else ""
         raise FeaturesError(
-            f"{source}: {side}_features has non-finite values (NaN or inf) in {rows.size} "
+            f"{source}: {key} has non-finite values (NaN or inf){after} in {rows.size} "
             f"row(s), first at row {int(rows[0])}"
         )
     for kind in ("pids", "camids"):
         key = f"{side}_{kind}"
-        values = arrays[key]
-        if values.dtype != np.int64:
-            raise FeaturesError(f"{source}: {key} must be int64, got {values.dtype}")
-        if values.shape != (feats.shape[0],):
+        arrays[key] = _as_int64(arrays[key], key, source)
+        if arrays[key].shape != (feats.shape[0],):
             raise FeaturesError(
-                f"{source}: {key} has shape {values.shape}, expected ({feats.shape[0]},) "
+                f"{source}: {key} has shape {arrays[key].shape}, expected ({feats.shape[0]},) "
                 f"to match {side}_features"
             )
     paths = arrays.get(f"{side}_paths")
@@ -87,6 +129,15 @@ def _check_side(arrays: dict[str, np.ndarray], side: str, source: str) -> None:
         raise FeaturesError(
             f"{source}: {side}_paths has shape {paths.shape}, expected ({feats.shape[0]},)"
         )
+
+
+def _as_int64(values: np.ndarray, key: str, source: str) -> np.ndarray:
+    """Any integer dtype as int64; anything else (floats, strings, bool) is refused."""
+    if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer):
+        raise FeaturesError(f"{source}: {key} must be integers, got {values.dtype}")
+    if values.dtype == np.uint64 and values.size and values.max() > np.iinfo(np.int64).max:
+        raise FeaturesError(f"{source}: {key} has values beyond the int64 range")
+    return np.ascontiguousarray(values, dtype=np.int64)
 
 
 def validate_features(arrays: dict[str, np.ndarray], source: str = "features") -> Features:
@@ -100,9 +151,10 @@ def validate_features(arrays: dict[str, np.ndarray], source: str = "features") -
         The validated `Features`.
 
     Raises:
-        FeaturesError: On a missing key, a wrong dtype or shape, mismatched lengths,
-            different embedding widths or non-finite values.
+        FeaturesError: On a missing key, non-numeric features, non-integer labels, a wrong
+            shape, mismatched lengths, different embedding widths or non-finite values.
     """
+    arrays = dict(arrays)  # converted copies replace the caller's entries in ours only
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         raise FeaturesError(
@@ -170,12 +222,12 @@ def as_features(
         FeaturesError: As `validate_features`.
     """
     arrays = {
-        "query_features": _as_numpy(query_features, np.float32),
-        "gallery_features": _as_numpy(gallery_features, np.float32),
-        "query_pids": _as_numpy(query_pids, np.int64),
-        "gallery_pids": _as_numpy(gallery_pids, np.int64),
-        "query_camids": _as_numpy(query_camids, np.int64),
-        "gallery_camids": _as_numpy(gallery_camids, np.int64),
+        "query_features": _as_numpy(query_features),
+        "gallery_features": _as_numpy(gallery_features),
+        "query_pids": _as_numpy(query_pids),
+        "gallery_pids": _as_numpy(gallery_pids),
+        "query_camids": _as_numpy(query_camids),
+        "gallery_camids": _as_numpy(gallery_camids),
     }
     for key, paths in (("query_paths", query_paths), ("gallery_paths", gallery_paths)):
         if paths is not None:
@@ -216,10 +268,15 @@ def save_features(
     return path
 
 
-def _as_numpy(values, dtype) -> np.ndarray:
-    # torch tensors (possibly on a GPU) and lists alike become contiguous numpy arrays
+def _as_numpy(values, dtype=None) -> np.ndarray:
+    """Numpy arrays, lists and torch tensors (any device) as contiguous numpy arrays.
+
+    Tensors are duck-typed (`.detach().cpu().numpy()`), so this module never imports torch.
+    """
     if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    array = np.ascontiguousarray(np.asarray(values), dtype=dtype)
-    # torch cannot wrap read-only buffers (pandas hands out read-only views); copy those.
-    return array if array.flags.writeable else array.copy()
+        values = values.detach().cpu()
+        try:
+            values = values.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy lacks: widen to float32
+            values = values.float().numpy()
+    return np.ascontiguousarray(np.asarray(values), dtype=dtype)

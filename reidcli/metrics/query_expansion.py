@@ -1,13 +1,13 @@
-"""α-weighted average query expansion (αQE, Radenović et al. 2018)."""
+"""α-weighted average query expansion (αQE, Radenović et al. 2018), in numpy."""
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-from reidcli.metrics.distance import as_tensor, chunk_rows
+from reidcli.metrics.distance import as_array, chunk_rows, normalize
 
 
-def expand_queries(query_features, gallery_features, *, k: int = 5, alpha: float = 3.0):
+def expand_queries(query_features, gallery_features, *, k: int, alpha: float) -> np.ndarray:
     """Replace each query by the weighted mean of itself and its k nearest gallery items.
 
     Embeddings are L2-normalised; neighbour g_i (cosine similarity s_i) gets the weight
@@ -20,17 +20,18 @@ def expand_queries(query_features, gallery_features, *, k: int = 5, alpha: float
         alpha: Exponent of the similarity weights (0: plain average).
 
     Returns:
-        (Q, D) float32 tensor of expanded query features.
+        (Q, D) float32 array of expanded query features.
     """
-    q = torch.nn.functional.normalize(as_tensor(query_features), dim=1)
-    g = torch.nn.functional.normalize(as_tensor(gallery_features), dim=1)
+    q = normalize(as_array(query_features))
+    g = normalize(as_array(gallery_features))
     k = min(k, g.shape[0])
-    out = torch.empty_like(q)
+    out = np.empty_like(q)
     rows = chunk_rows(g.shape[0])
     for s in range(0, q.shape[0], rows):
         sim = q[s : s + rows] @ g.T  # (r, G) cosine similarities
-        top_sim, top_idx = torch.topk(sim, k, dim=1)  # (r, k)
-        weight = top_sim.clamp(min=0).pow(alpha)
-        expanded = q[s : s + rows] + (weight[..., None] * g[top_idx]).sum(1)  # (r, D)
-        out[s : s + rows] = torch.nn.functional.normalize(expanded, dim=1)
+        top_idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (r, k), any order
+        top_sim = np.take_along_axis(sim, top_idx, axis=1)
+        weight = np.maximum(top_sim, 0.0) ** np.float32(alpha)  # 0^0 = 1, as torch
+        expanded = q[s : s + rows] + np.einsum("rk,rkd->rd", weight, g[top_idx])  # (r, D)
+        out[s : s + rows] = normalize(expanded)
     return out

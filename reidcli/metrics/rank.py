@@ -1,12 +1,13 @@
-"""CMC, mAP and mINP under the Market-1501 protocol (SPEC §2), vectorised over query chunks.
+"""CMC, mAP and mINP under the Market-1501 protocol (SPEC §2), in numpy, over query chunks.
 
 Instead of sorting every gallery row, only the items no farther than a query's last true match
-are sorted (usually a small share of the gallery). When that share is large (a weak model), the
-match keys are sorted instead, every gallery item is bucketed against them with one
-`searchsorted`, and a cumulative histogram gives each match's position. Keys pack a float32
-distance's bits with the gallery index, so ties are ordered by gallery index exactly as a stable
-sort does. Same-identity items are found sparsely through the gallery grouped by identity,
-never with (Q, G) comparisons.
+are sorted (usually a small share of the gallery). When that share is large (a weak model),
+every row is sorted instead. Both sort packed uint64 keys: the query row in the high bits, then
+a float32 distance's bits made order-preserving, then the gallery index in the low bits. Keys
+are unique, their order within a row is exactly that of a stable sort by distance (ties by
+gallery index, -0.0 equal to +0.0), and sorted rows laid end to end are one sorted array, so a
+single `searchsorted` finds every true match's position. Same-identity items are found sparsely
+through the gallery grouped by identity, never with (Q, G) comparisons.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from reidcli.metrics.features import Labels
 
 MAX_RANK = 50
-# About 64 MiB of int64 per (rows, G) working block.
+# About 64 MiB of uint64 keys per (rows, G) working block.
 WORK_ELEMENTS = 1 << 23
 # Above this share of items no farther than the last true match, every item is keyed instead.
 CANDIDATE_SHARE = 0.25
@@ -49,137 +51,141 @@ class QueryScores:
         )
 
 
-class _Gallery:
+class GalleryIndex:
     """Gallery labels with the items of each identity grouped, for sparse same-pid lookups."""
 
-    def __init__(self, g_pids: torch.Tensor, g_camids: torch.Tensor) -> None:
-        self.camids = g_camids
-        self.by_pid = torch.sort(g_pids, stable=True).indices  # (G,) item order, grouped by pid
-        self.pids, self.counts = torch.unique_consecutive(g_pids[self.by_pid], return_counts=True)
-        self.starts = torch.cumsum(self.counts, 0) - self.counts
+    def __init__(self, gallery: Labels) -> None:
+        self.size = len(gallery)
+        self.camids = gallery.camids
+        self.by_pid = np.argsort(gallery.pids, kind="stable")  # (G,) items grouped by pid
+        self.pids, self.starts, self.counts = np.unique(
+            gallery.pids[self.by_pid], return_index=True, return_counts=True
+        )
+        # bits of a gallery index in the packed keys
+        self.index_bits = max(1, (self.size - 1).bit_length())
 
-    def same_pid(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def same_pid(self, q_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) pairs of query rows and gallery items of the same identity, row-major,
         items ascending within a row."""
-        group = torch.searchsorted(self.pids, q_pids).clamp(max=max(len(self.pids) - 1, 0))
-        found = self.pids[group] == q_pids
-        counts = torch.where(found, self.counts[group], 0)  # (R,)
-        rows = torch.repeat_interleave(torch.arange(len(q_pids)), counts)
-        offset = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
-        return rows, self.by_pid[self.starts[group][rows] + offset]
+        group = np.minimum(np.searchsorted(self.pids, q_pids), len(self.pids) - 1)
+        counts = np.where(self.pids[group] == q_pids, self.counts[group], 0)  # (R,)
+        rows = np.repeat(np.arange(len(q_pids)), counts)
+        offset = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        return rows, self.by_pid[np.repeat(self.starts[group], counts) + offset]
+
+    def max_rows(self) -> int:
+        """Rows per block: WORK_ELEMENTS, and few enough that a row index fits in the keys."""
+        return max(1, min(WORK_ELEMENTS // max(1, self.size), 1 << (32 - self.index_bits)))
 
 
-def _order_keys(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """int64 keys whose order is the stable order of float32 `values` (value, then index).
+def order_bits(values: np.ndarray) -> np.ndarray:
+    """uint32 whose unsigned order is the order of float32 `values` (-0.0 equal to +0.0).
 
-    A float32's bit pattern, with the magnitude bits of negative values flipped, orders like the
-    float; the gallery index fills the low 32 bits, so keys are unique and need no tie rules.
+    Non-negative floats get the sign bit set (above every negative one); negative floats have
+    every bit flipped (a larger magnitude orders lower).
     """
-    bits = values.view(torch.int32)
-    if bool((bits < 0).any()):  # negative values, or -0.0 (equal to +0.0 for a sort)
-        bits = (values + 0.0).view(torch.int32)
-        bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    keys = bits.to(torch.int64)
-    keys <<= 32
-    keys += index
+    bits = (values + np.float32(0.0)).view(np.uint32)  # -0.0 + 0.0 is +0.0
+    sign = (bits.view(np.int32) >> 31).view(np.uint32)  # all ones for negative values
+    return bits ^ (sign | np.uint32(0x80000000))
+
+
+def value_keys(values: np.ndarray, cols: np.ndarray, index_bits: int) -> np.ndarray:
+    """uint64 keys (order bits of the float32 value, then the column index), high to low."""
+    keys = order_bits(values).astype(np.uint64)
+    keys <<= np.uint64(index_bits)
+    keys |= cols.astype(np.uint64)
     return keys
 
 
-def _positions_by_candidates(
-    d: torch.Tensor, m_rows, m_cols, j_rows, j_cols, n_match: torch.Tensor, m_max: int
-) -> torch.Tensor | None:
-    """(R, m_max) match positions from the few items no farther than each row's last match.
+def pack_keys(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, index_bits: int):
+    """uint64 keys (row, order bits of the float32 value, gallery index), high to low."""
+    keys = value_keys(values, cols, index_bits)
+    keys |= rows.astype(np.uint64) << np.uint64(32 + index_bits)
+    return keys
+
+
+def _slots(rows: np.ndarray, n_match: np.ndarray) -> np.ndarray:
+    """Index of each row-major (row, ...) entry within its row."""
+    return np.arange(rows.size) - (np.cumsum(n_match) - n_match)[rows]
+
+
+def _positions_by_candidates(d, m_rows, m_cols, j_rows, j_cols, n_match, bits) -> np.ndarray:
+    """(M,) positions of the true matches from the few items no farther than each row's last.
 
     Returns None when those items exceed CANDIDATE_SHARE of the block (a weak model), where
-    keying every item is cheaper than sorting the candidates.
+    sorting every row is cheaper than gathering the candidates.
     """
-    num, num_g = d.shape
-    last = torch.full((num,), float("-inf"), dtype=d.dtype)
-    last.scatter_reduce_(0, m_rows, d[m_rows, m_cols], "amax")  # farthest true match per row
-    rows, cols = (d <= last[:, None]).nonzero(as_tuple=True)  # the only items that can precede
-    if rows.numel() > CANDIDATE_SHARE * d.numel():
+    m_dist = d[m_rows, m_cols]
+    last = np.full(d.shape[0], -np.inf, dtype=d.dtype)
+    has = n_match > 0
+    last[has] = np.maximum.reduceat(m_dist, (np.cumsum(n_match) - n_match)[has])
+    candidate = d <= last[:, None]  # (R, G): the only items that can precede a match
+    candidate[j_rows, j_cols] = False  # same identity, same camera: removed
+    if np.count_nonzero(candidate) > CANDIDATE_SHARE * d.size:
         return None
-    codes = rows * num_g + cols
-    kept = ~torch.isin(codes, j_rows * num_g + j_cols)  # drop same-identity same-camera items
-    rows, cols, codes = rows[kept], cols[kept], codes[kept]
-    order = torch.sort(_order_keys(d[rows, cols], cols), stable=True).indices
-    order = order[torch.sort(rows[order], stable=True).indices]  # by row, then stable order
-    rows, codes = rows[order], codes[order]
-    position = torch.arange(rows.numel()) - torch.searchsorted(rows, rows)  # within its row
-    is_match = torch.isin(codes, m_rows * num_g + m_cols)
-    r, p = rows[is_match], position[is_match]  # row-major, positions ascending
-    slot = torch.arange(r.numel()) - (torch.cumsum(n_match, 0) - n_match)[r]
-    out = torch.zeros((num, m_max), dtype=torch.int64)
-    out[r, slot] = p
-    return out
+    flat = np.flatnonzero(candidate)  # row * G + col, ascending (one index array: cheaper)
+    rows, cols = np.divmod(flat, d.shape[1])
+    keys = pack_keys(np.take(d, flat), rows, cols, bits)
+    keys.sort()  # unique keys: row-major, then the stable distance order
+    row_start = np.searchsorted(keys, m_rows.astype(np.uint64) << np.uint64(32 + bits))
+    return np.searchsorted(keys, pack_keys(m_dist, m_rows, m_cols, bits)) - row_start
 
 
-def _positions_by_keys(
-    keys: torch.Tensor, m_rows, m_cols, j_rows, j_cols, n_match: torch.Tensor, m_max: int
-) -> torch.Tensor:
-    """(R, m_max) 0-based positions of the true matches among the kept gallery items.
-
-    Every item is bucketed against the row's sorted match keys with one `searchsorted`; a
-    cumulative histogram then counts the items ahead of each match, and the removed
-    (same-identity, same-camera) items ahead of it are subtracted.
-    """
-    num = keys.shape[0]
-    slot = torch.arange(m_rows.numel()) - (torch.cumsum(n_match, 0) - n_match)[m_rows]
-    thresholds = torch.full((num, m_max), torch.iinfo(torch.int64).max, dtype=torch.int64)
-    thresholds[m_rows, slot] = keys[m_rows, m_cols]
-    thresholds = thresholds.sort(dim=1).values  # (R, m_max) match keys, ascending
-    bucket = torch.searchsorted(thresholds, keys, right=True)  # (R, G): match keys <= item key
-    hist = torch.zeros((num, m_max + 1), dtype=torch.int64)
-    hist.scatter_add_(1, bucket, torch.ones((), dtype=torch.int64).expand_as(bucket))
-    positions = torch.cumsum(hist, 1)[:, :m_max]  # items ahead of the k-th match
-    junk_ahead = keys[j_rows, j_cols][:, None] < thresholds[j_rows]  # (J, m_max)
-    positions.index_add_(0, j_rows, -junk_ahead.to(torch.int64))
-    return positions
-
-
-def _positions_by_sort(d, m_rows, m_cols, j_rows, j_cols, n_match, m_max) -> torch.Tensor:
-    """The same positions from a stable sort of each row (any dtype; slower)."""
+def _positions_by_keys(d, m_rows, m_cols, j_rows, j_cols, n_match, bits) -> np.ndarray:
+    """(M,) positions of the true matches, every row sorted as packed keys."""
     num, num_g = d.shape
-    d = d.clone()
-    d[j_rows, j_cols] = float("inf")  # removed items behind every finite match
-    match = torch.zeros((num, num_g), dtype=torch.bool)
-    match[m_rows, m_cols] = True
-    order = torch.sort(d, dim=1, stable=True).indices
-    rows, pos = match.gather(1, order).nonzero(as_tuple=True)
-    slot = torch.arange(rows.numel()) - (torch.cumsum(n_match, 0) - n_match)[rows]
-    out = torch.zeros((num, m_max), dtype=torch.int64)
-    out[rows, slot] = pos
-    return out
+    rows = np.arange(num)[:, None]
+    keys = pack_keys(d, rows, np.arange(num_g), bits)  # (R, G)
+    # removed items: the largest key of their row, behind every true match
+    keys[j_rows, j_cols] = (j_rows.astype(np.uint64) << np.uint64(32 + bits)) | np.uint64(
+        (1 << (32 + bits)) - 1
+    )
+    keys.sort(axis=1)  # rows laid end to end are one sorted array
+    found = np.searchsorted(keys.ravel(), pack_keys(d[m_rows, m_cols], m_rows, m_cols, bits))
+    return found - m_rows * num_g
 
 
-def _score_rows(
-    d: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, gallery: _Gallery
-) -> QueryScores:
+def _positions_by_sort(d, m_rows, m_cols, j_rows, j_cols) -> np.ndarray:
+    """(M,) positions of the true matches from a stable argsort of each row (any dtype)."""
+    num, num_g = d.shape
+    d = np.array(d, dtype=np.result_type(d.dtype, np.float32))  # a copy we may change
+    d[j_rows, j_cols] = np.inf  # removed items behind every finite match
+    order = np.argsort(d, axis=1, kind="stable")
+    position = np.empty_like(order)
+    position[np.arange(num)[:, None], order] = np.arange(num_g)  # inverse permutation per row
+    return position[m_rows, m_cols]
+
+
+def _score_rows(d: np.ndarray, query: Labels, gallery: GalleryIndex) -> QueryScores:
     """Score one (R, G) block; see `score_block`."""
     num = d.shape[0]
-    rows, cols = gallery.same_pid(q_pids)
-    junk = gallery.camids[cols] == q_camids[rows]  # same identity, same camera: removed
+    rows, cols = gallery.same_pid(query.pids)
+    junk = gallery.camids[cols] == query.camids[rows]  # same identity, same camera: removed
     m_rows, m_cols, j_rows, j_cols = rows[~junk], cols[~junk], rows[junk], cols[junk]
-    n_match = torch.bincount(m_rows, minlength=num)  # (R,)
+    n_match = np.bincount(m_rows, minlength=num)  # (R,)
     m_max = int(n_match.max()) if num else 0
     if m_max == 0:
         nan = np.full(num, np.nan)
         return QueryScores(np.zeros(num, bool), nan, nan.copy(), np.full(num, -1, np.int64))
-    args = (m_rows, m_cols, j_rows, j_cols, n_match, m_max)
-    if d.dtype == torch.float32:
-        positions = _positions_by_candidates(d, *args)
-        if positions is None:
-            keys = _order_keys(d.contiguous(), torch.arange(d.shape[1]))
-            positions = _positions_by_keys(keys, *args)
+    if d.dtype == np.float16:
+        d = d.astype(np.float32)  # exact, same order and ties
+    if d.dtype == np.float32:
+        args = (d, m_rows, m_cols, j_rows, j_cols, n_match, gallery.index_bits)
+        found = _positions_by_candidates(*args)
+        found = _positions_by_keys(*args) if found is None else found
     else:
-        positions = _positions_by_sort(d, *args)
+        found = _positions_by_sort(d, m_rows, m_cols, j_rows, j_cols)
+    # (R, m_max) positions, ascending within each row (matches were in gallery order)
+    found = np.sort(found + m_rows * d.shape[1]) - m_rows * d.shape[1]
+    positions = np.zeros((num, m_max), dtype=np.int64)
+    positions[m_rows, _slots(m_rows, n_match)] = found
     return _summarise_positions(positions, n_match)
 
 
-def _summarise_positions(positions: torch.Tensor, n_match: torch.Tensor) -> QueryScores:
+def _summarise_positions(positions: np.ndarray, n_match: np.ndarray) -> QueryScores:
     """Per-query AP, INP and first hit from (R, m_max) match positions."""
-    pos = positions.double().numpy()
-    n = n_match.numpy()
+    pos = positions.astype(np.float64)
+    n = n_match
     k = np.arange(1, pos.shape[1] + 1, dtype=np.float64)
     real = k[None, :] <= n[:, None]  # (R, m_max) slots that hold a match
     valid = n > 0
@@ -193,28 +199,55 @@ def _summarise_positions(positions: torch.Tensor, n_match: torch.Tensor) -> Quer
     return QueryScores(valid, ap, inp, first)
 
 
-def score_block(dist, q_pids, q_camids, g_pids, g_camids) -> QueryScores:
+def score_block(dist, query: Labels, gallery: Labels | GalleryIndex) -> QueryScores:
     """Per-query AP, INP and first-hit position for a block of query rows.
 
     Args:
-        dist: (R, G) distances (numpy or torch), smaller is closer.
-        q_pids: (R,) query person ids.
-        q_camids: (R,) query camera ids.
-        g_pids: (G,) gallery person ids.
-        g_camids: (G,) gallery camera ids.
+        dist: (R, G) distances (numpy array or tensor), smaller is closer.
+        query: The R queries' person ids and cameras.
+        gallery: The G gallery items' labels (or their `GalleryIndex`).
 
     Returns:
         The `QueryScores` of these R queries.
     """
-    d = torch.as_tensor(dist)
-    qp, qc = torch.as_tensor(q_pids), torch.as_tensor(q_camids)
-    gallery = _Gallery(torch.as_tensor(g_pids), torch.as_tensor(g_camids))
-    rows = max(1, WORK_ELEMENTS // max(1, d.shape[1]))
+    d = _as_matrix(dist)
+    index = gallery if isinstance(gallery, GalleryIndex) else GalleryIndex(gallery)
+    rows = index.max_rows()
     parts = [
-        _score_rows(d[s : s + rows], qp[s : s + rows], qc[s : s + rows], gallery)
-        for s in range(0, d.shape[0], rows)
+        _score_rows(d[s : s + rows], query[s : s + rows], index) for s in range(0, d.shape[0], rows)
     ]
     return QueryScores.concat(parts)
+
+
+def top_k(dist, query: Labels, gallery: Labels, k: int) -> np.ndarray:
+    """(R, min(k, G)) gallery indices of each query's first k items in the stable ranking,
+    same-identity same-camera items removed (placed last, in their stable order)."""
+    d = _as_matrix(dist)
+    num_g = d.shape[1]
+    k = min(k, num_g)
+    index = GalleryIndex(gallery)
+    rows, cols = index.same_pid(query.pids)
+    junk = gallery.camids[cols] == query.camids[rows]
+    rows, cols = rows[junk], cols[junk]
+    if d.dtype not in (np.float32, np.float16):  # no packed keys: a stable sort, removed last
+        d = np.array(d, dtype=np.result_type(d.dtype, np.float32))
+        removed = np.zeros(d.shape, dtype=bool)
+        removed[rows, cols] = True
+        return np.lexsort((d, removed), axis=1)[:, :k]
+    bits = index.index_bits
+    keys = value_keys(d.astype(np.float32), np.arange(num_g), bits)  # (R, G)
+    keys[rows, cols] |= np.uint64(1 << (32 + bits))  # a flag above the value: behind the rest
+    if k < num_g:
+        keys = np.partition(keys, k - 1, axis=1)[:, :k]
+    keys.sort(axis=1)
+    return (keys & np.uint64((1 << bits) - 1)).astype(np.int64)
+
+
+def _as_matrix(dist) -> np.ndarray:
+    """A distance matrix as a numpy array (tensors duck-typed, never imported)."""
+    if hasattr(dist, "detach"):
+        dist = dist.detach().cpu().numpy()
+    return np.asarray(dist)
 
 
 def cmc_curve(scores: QueryScores, num_gallery: int, max_rank: int = MAX_RANK) -> np.ndarray:
@@ -278,8 +311,8 @@ def per_camera(scores: QueryScores, q_camids: np.ndarray) -> dict[str, dict]:
 
 
 def evaluate_rank(
-    distmat, q_pids, g_pids, q_camids, g_camids, ranks: Iterable[int] = (1, 5, 10, 20)
+    dist, query: Labels, gallery: Labels, ranks: Iterable[int] = (1, 5, 10, 20)
 ) -> dict:
     """Market-1501 metrics of a full (Q, G) distance matrix; see `summarize` for the keys."""
-    scores = score_block(distmat, q_pids, q_camids, g_pids, g_camids)
-    return summarize(scores, np.shape(distmat)[1], ranks, q_camids=np.asarray(q_camids))
+    scores = score_block(dist, query, gallery)
+    return summarize(scores, np.shape(dist)[1], ranks, q_camids=query.camids)

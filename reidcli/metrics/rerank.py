@@ -1,4 +1,4 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017; SPEC §3) in sparse form.
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017; SPEC §3) in sparse form, in numpy.
 
 The reference holds five dense (N, N) arrays. Only each item's top neighbours matter, so this
 version keeps the (N, k1 + 1) neighbour table, the sparse encoding V (about k1 expanded
@@ -7,7 +7,9 @@ with an inverted (column) index, query chunk by query chunk. Memory grows with N
 chunk temporaries; the final (Q, G) matrix can be streamed with `iter_rerank`.
 
 The original distance is the squared euclidean distance between embeddings (for "cosine" the
-embeddings are L2-normalised first), each row divided by its maximum over all N items.
+embeddings are L2-normalised first), each row divided by its maximum over all N items. The
+neighbour table comes from `neighbours.nearest` (stable order, half the distance products);
+the sparse encodings are plain numpy (`sparse_rows`), so scipy is not imported.
 """
 
 from __future__ import annotations
@@ -15,151 +17,139 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 
-from reidcli.metrics.distance import Metric, as_tensor, check_metric
+from reidcli.metrics.distance import Metric, as_array, check_metric, normalize, squared_norms
+from reidcli.metrics.neighbours import nearest
+from reidcli.metrics.sparse_rows import SparseRows, min_sums
 
-# (rows, N) float32 distance blocks of about 16 MiB.
-BLOCK_ELEMENTS = 1 << 22
-# (rows, G) blocks of the final matrix: about 16 MiB of float64 Jaccard sums.
-FINAL_ELEMENTS = 1 << 21
-# Gathered (query nonzero, gallery nonzero) pairs per Jaccard chunk.
-PAIR_BUDGET = 1 << 22
+# (rows, G) blocks of the final matrix: about 8 MiB of float64 Jaccard sums.
+FINAL_ELEMENTS = 1 << 20
+# Gathered (query nonzero, gallery nonzero) pairs per Jaccard chunk (about 4 MiB per array).
+PAIR_BUDGET = 1 << 19
 # Feature pairs gathered at once when computing distances of arbitrary pairs.
-PAIR_ROWS = 1 << 13
+PAIR_ROWS = 1 << 10
 
 
 class FeatureSource:
     """Squared euclidean distances between the rows of an (N, D) feature matrix, on demand."""
 
-    def __init__(self, features: torch.Tensor) -> None:
-        self.x = features  # (N, D)
-        self.sq = features.pow(2).sum(1)  # (N,)
+    symmetric = True
+
+    def __init__(self, features: np.ndarray) -> None:
+        self.x = features  # (N, D) float32
+        self.sq = squared_norms(features)  # (N,)
         self.n = features.shape[0]
 
-    def block(self, start: int, stop: int, col_start: int = 0) -> torch.Tensor:
+    def block(self, start: int, stop: int, col_start: int = 0) -> np.ndarray:
         """(stop - start, N - col_start) distances of rows start:stop to columns col_start:."""
-        x, y = self.x[start:stop], self.x[col_start:]
-        dist = torch.addmm(self.sq[start:stop, None] + self.sq[None, col_start:], x, y.T, alpha=-2)
-        dist.clamp_(min=0.0)
+        dist = self.x[start:stop] @ self.x[col_start:].T  # BLAS, multi-threaded
+        dist *= -2.0
+        dist += self.sq[start:stop, None]
+        dist += self.sq[None, col_start:]
+        np.maximum(dist, 0.0, out=dist)
         # an item is at distance 0 from itself, whatever the rounding of the expansion above
-        rows = torch.arange(max(start, col_start), max(stop, col_start))
+        rows = np.arange(max(start, col_start), max(stop, col_start))
         dist[rows - start, rows - col_start] = 0.0
         return dist
 
-    def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """(M,) distances of the item pairs (i[m], j[m])."""
-        out = torch.empty(i.numel(), dtype=self.x.dtype)
-        for s in range(0, i.numel(), PAIR_ROWS):
+        out = np.empty(i.size, dtype=self.x.dtype)
+        for s in range(0, i.size, PAIR_ROWS):
             a, b = i[s : s + PAIR_ROWS], j[s : s + PAIR_ROWS]
-            dot = (self.x[a] * self.x[b]).sum(1)
-            out[s : s + PAIR_ROWS] = (self.sq[a] + self.sq[b] - 2 * dot).clamp(min=0.0)
+            dot = np.einsum("ij,ij->i", self.x[a], self.x[b])
+            out[s : s + PAIR_ROWS] = np.maximum(self.sq[a] + self.sq[b] - 2 * dot, 0.0)
         out[i == j] = 0.0
         return out
 
 
 class MatrixSource:
-    """The same interface over a precomputed (N, N) squared-distance matrix."""
+    """The same interface over a precomputed (N, N) squared-distance matrix (used as given,
+    every row read in full: it may not be exactly symmetric)."""
 
-    def __init__(self, dist: torch.Tensor) -> None:
+    symmetric = False
+
+    def __init__(self, dist: np.ndarray) -> None:
         self.d = dist
         self.n = dist.shape[0]
 
-    def block(self, start: int, stop: int, col_start: int = 0) -> torch.Tensor:
-        return self.d[start:stop, col_start:].clone()  # callers may modify the block in place
+    def block(self, start: int, stop: int, col_start: int = 0) -> np.ndarray:
+        return self.d[start:stop, col_start:].copy()  # callers may modify the block in place
 
-    def pairs(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return self.d[i, j]
 
 
-def _neighbours(source, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, k) nearest items of every item (stable: ties by index) and (N,) row maxima."""
-    n = source.n
-    rows = max(1, BLOCK_ELEMENTS // n)
-    knn = torch.empty((n, k), dtype=torch.int64)
-    row_max = torch.empty(n, dtype=torch.float32)
-    for s in range(0, n, rows):
-        block = source.block(s, min(s + rows, n))  # (r, N)
-        row_max[s : s + rows] = block.max(1).values
-        vals, idx = torch.topk(block, k, dim=1, largest=False, sorted=True)
-        # order equal distances by index, as a stable argsort would
-        idx, perm = idx.sort(1)
-        order = torch.sort(vals.gather(1, perm), dim=1, stable=True).indices
-        knn[s : s + rows] = idx.gather(1, order)
-    return knn, row_max
+def _row_keys(table: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Sorted int64 keys i·N + j of the entries j of each row i (those in `mask`, if given)."""
+    n = len(table)
+    keys = np.arange(n)[:, None] * n + table
+    return np.sort(keys[mask] if mask is not None else keys.ravel())
 
 
-def _reciprocal_mask(table: torch.Tensor) -> torch.Tensor:
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Whether each of `keys` is among `sorted_keys`."""
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
+def _reciprocal_mask(table: np.ndarray) -> np.ndarray:
     """(N, k) bool: whether table[i, m] also has i among its own first k neighbours."""
-    n, k = table.shape
-    mask = torch.empty((n, k), dtype=torch.bool)
-    rows = max(1, (1 << 22) // (k * k))
-    for s in range(0, n, rows):
-        ids = torch.arange(s, min(s + rows, n))
-        back = table[table[ids]]  # (r, k, k): neighbours of each neighbour
-        mask[ids] = (back == ids[:, None, None]).any(2)
-    return mask
+    n = len(table)
+    return _contains(_row_keys(table), table * n + np.arange(n)[:, None])
 
 
-def _expanded_sets(knn: torch.Tensor, k1: int) -> tuple[np.ndarray, np.ndarray]:
+def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR (indptr, indices) of every item's expanded k-reciprocal set (SPEC §3 steps 1–2)."""
     n = knn.shape[0]
     half = int(np.around(k1 / 2.0))
     table, table_h = knn[:, : k1 + 1], knn[:, : half + 1]
     mask, mask_h = _reciprocal_mask(table), _reciprocal_mask(table_h)
+    in_r = _row_keys(table, mask)  # R(p, k1) of every p, as keys p·N + member
     indptr = [np.zeros(1, np.int64)]
     indices = []
-    rows = max(1, (1 << 22) // ((k1 + 1) ** 2 * (half + 1)))
+    rows = max(1, (1 << 20) // ((k1 + 1) * (half + 1)))
     for s in range(0, n, rows):
         cand, cmask = table[s : s + rows], mask[s : s + rows]  # (r, k1+1)
         sub, sub_mask = table_h[cand], mask_h[cand]  # (r, k1+1, half+1): R(c, k1/2)
-        in_r = (sub[..., None] == cand[:, None, None, :]) & cmask[:, None, None, :]
-        common = (in_r.any(-1) & sub_mask).sum(-1)  # |R(c, k1/2) ∩ R(p, k1)|
+        p = np.arange(s, s + len(cand))[:, None, None]
+        common = (_contains(in_r, p * n + sub) & sub_mask).sum(-1)  # |R(c, k1/2) ∩ R(p, k1)|
         size = sub_mask.sum(-1)
-        accept = cmask & (common.double() > (2.0 / 3.0) * size.double())  # (r, k1+1)
-        members = torch.cat(
+        accept = cmask & (common > (2.0 / 3.0) * size)  # (r, k1+1)
+        members = np.concatenate(
             [
-                cand.masked_fill(~cmask, n),
-                sub.masked_fill(~(sub_mask & accept[..., None]), n).flatten(1),
+                np.where(cmask, cand, n),
+                np.where(sub_mask & accept[..., None], sub, n).reshape(len(cand), -1),
             ],
-            dim=1,
+            axis=1,
         )
-        members = members.sort(1).values  # sentinel n sorts last
+        members.sort(axis=1)  # sentinel n sorts last
         keep = members < n
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]  # unique per row
-        counts = keep.sum(1).numpy()
-        indices.append(members[keep].numpy())
-        indptr.append(indptr[-1][-1] + np.cumsum(counts))
+        indices.append(members[keep])
+        indptr.append(indptr[-1][-1] + np.cumsum(keep.sum(1)))
     return np.concatenate(indptr), np.concatenate(indices)
 
 
-def _encode(source, knn: torch.Tensor, row_max: torch.Tensor, k1: int, k2: int) -> sp.csr_matrix:
+def _encode(source, knn: np.ndarray, row_max: np.ndarray, k1: int, k2: int) -> SparseRows:
     """Sparse V: exp(−d) over each expanded set, normalised, then averaged over k2 neighbours."""
     n = source.n
     indptr, indices = _expanded_sets(knn, k1)
-    row = torch.from_numpy(np.repeat(np.arange(n), np.diff(indptr)))
-    col = torch.from_numpy(indices)
-    dist = source.pairs(row, col) / row_max[row]
-    weight = torch.exp(-dist)  # (nnz,) float32
-    total = torch.zeros(n, dtype=torch.float32).index_add_(0, row, weight)
-    data = (weight / total[row]).numpy()
-    v = sp.csr_matrix((data, indices, indptr), shape=(n, n))
+    row = np.repeat(np.arange(n), np.diff(indptr))  # (nnz,)
+    weight = np.exp(-(source.pairs(row, indices) / row_max[row]))  # (nnz,) float32
+    # every row holds at least the item itself (its own nearest neighbour), so no empty sums
+    total = np.add.reduceat(weight, indptr[:-1])  # (N,) float32
+    v = SparseRows(indptr, indices, weight / total[row], n)
     if k2 != 1:
-        # local query expansion: mean of V over each item's k2 nearest items
-        avg_idx = knn[:, :k2].numpy().ravel()
-        avg_ptr = np.arange(0, n * k2 + 1, k2)
-        avg = sp.csr_matrix((np.full(n * k2, 1.0 / k2, np.float32), avg_idx, avg_ptr), (n, n))
-        v = (avg @ v).tocsr()
-    v.sort_indices()
+        v = v.mean_of_rows(knn[:, :k2])  # local query expansion over the k2 nearest items
     return v
 
 
-def _query_chunks(vq: sp.csr_matrix, col_nnz: np.ndarray, max_rows: int) -> Iterator[slice]:
+def _query_chunks(vq: SparseRows, col_nnz: np.ndarray, max_rows: int) -> Iterator[slice]:
     """Query slices whose gathered pair count stays near PAIR_BUDGET."""
     per_nnz = col_nnz[vq.indices]
     cum = np.concatenate([[0], np.cumsum(per_nnz)])[vq.indptr]  # (Q+1,) pairs before row q
-    start, q = 0, vq.shape[0]
+    start, q = 0, vq.num_rows
     while start < q:
         stop = int(np.searchsorted(cum, cum[start] + PAIR_BUDGET, side="right")) - 1
         stop = min(max(stop, start + 1), start + max_rows, q)
@@ -167,41 +157,26 @@ def _query_chunks(vq: sp.csr_matrix, col_nnz: np.ndarray, max_rows: int) -> Iter
         start = stop
 
 
-def _min_sums(vq: sp.csr_matrix, vg_csc: sp.csc_matrix) -> np.ndarray:
-    """(r, G) Σ_j min(Vq[i, j], Vg[g, j]) over the common supports."""
-    r, g = vq.shape[0], vg_csc.shape[0]
-    q_row = np.repeat(np.arange(r), np.diff(vq.indptr))  # (nnz,) query row of each nonzero
-    col_start = vg_csc.indptr[vq.indices]
-    counts = vg_csc.indptr[vq.indices + 1] - col_start  # gallery nonzeros in the same column
-    src = np.repeat(np.arange(vq.nnz), counts)
-    offset = np.arange(src.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    pos = col_start[src] + offset
-    mins = np.minimum(vq.data[src], vg_csc.data[pos])
-    flat = q_row[src] * g + vg_csc.indices[pos]
-    return np.bincount(flat, weights=mins, minlength=r * g).reshape(r, g)
-
-
 def _iter_final(
     source, num_query: int, k1: int, k2: int, lambda_: float
 ) -> Iterator[tuple[int, np.ndarray]]:
     n = source.n
-    knn, row_max = _neighbours(source, max(k1 + 1, k2))
+    knn, row_max = nearest(source, max(k1 + 1, k2), symmetric=source.symmetric)
     v = _encode(source, knn, row_max, k1, k2)
     del knn
-    vq = v[:num_query]
-    vg_csc = v[num_query:].tocsc()
-    vg_csc.sort_indices()
-    col_nnz = np.diff(vg_csc.indptr)
+    vq = v.rows(0, num_query)
+    vg_by_col = v.rows(num_query, n).transpose()  # (N, G): gallery entries of each column
+    col_nnz = np.diff(vg_by_col.indptr)
     max_rows = max(1, FINAL_ELEMENTS // max(1, n - num_query))
     for rows in _query_chunks(vq, col_nnz, max_rows):
-        tmin = _min_sums(vq[rows], vg_csc)  # (r, G) float64
+        tmin = min_sums(vq.rows(rows.start, rows.stop), vg_by_col)  # (r, G) float64
         # jaccard = 1 − tmin / (2 − tmin), weighted by (1 − λ); in place to bound memory
         np.divide(tmin, 2.0 - tmin, out=tmin)
         np.subtract(1.0, tmin, out=tmin)
         tmin *= 1.0 - lambda_
-        original = source.block(rows.start, rows.stop, col_start=num_query)  # (r, G) float32
-        original.div_(row_max[rows, None]).mul_(lambda_)
-        final = original.numpy()
+        final = source.block(rows.start, rows.stop, col_start=num_query)  # (r, G) float32
+        final /= row_max[rows, None]
+        final *= np.float32(lambda_)
         final += tmin
         yield rows.start, final
 
@@ -216,13 +191,7 @@ def _check_params(k1: int, k2: int, lambda_: float, n: int) -> None:
 
 
 def iter_rerank(
-    query_features,
-    gallery_features,
-    *,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_: float = 0.3,
-    metric: Metric = "euclidean",
+    query_features, gallery_features, *, k1: int, k2: int, lambda_: float, metric: Metric
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Re-rank from features, yielding (first query index, (rows, G) float32 block) in order.
 
@@ -235,9 +204,9 @@ def iter_rerank(
         metric: "euclidean", or "cosine" to L2-normalise the embeddings first.
     """
     check_metric(metric)
-    x = torch.cat([as_tensor(query_features), as_tensor(gallery_features)])  # (N, D)
+    x = np.concatenate([as_array(query_features), as_array(gallery_features)])  # (N, D)
     if metric == "cosine":
-        x = torch.nn.functional.normalize(x, dim=1)
+        x = normalize(x)
     _check_params(k1, k2, lambda_, x.shape[0])
     yield from _iter_final(FeatureSource(x), len(query_features), k1, k2, lambda_)
 
@@ -250,14 +219,18 @@ def _collect(blocks: Iterator[tuple[int, np.ndarray]], num_query: int, num_galle
     return out
 
 
-def rerank(query_features, gallery_features, **kwargs) -> np.ndarray:
-    """The full (Q, G) re-ranked distance matrix; keyword arguments as `iter_rerank`."""
-    blocks = iter_rerank(query_features, gallery_features, **kwargs)
+def rerank(
+    query_features, gallery_features, *, k1: int, k2: int, lambda_: float, metric: Metric
+) -> np.ndarray:
+    """The full (Q, G) re-ranked distance matrix; arguments as `iter_rerank`."""
+    blocks = iter_rerank(
+        query_features, gallery_features, k1=k1, k2=k2, lambda_=lambda_, metric=metric
+    )
     return _collect(blocks, len(query_features), len(gallery_features))
 
 
 def rerank_distances(
-    q_g_dist, q_q_dist, g_g_dist, *, k1: int = 20, k2: int = 6, lambda_: float = 0.3
+    q_g_dist, q_q_dist, g_g_dist, *, k1: int, k2: int, lambda_: float
 ) -> np.ndarray:
     """Re-rank precomputed plain euclidean distances (the reference function's inputs).
 
@@ -274,7 +247,7 @@ def rerank_distances(
     """
     q_g, q_q, g_g = (np.asarray(a, dtype=np.float32) for a in (q_g_dist, q_q_dist, g_g_dist))
     full = np.block([[q_q, q_g], [q_g.T, g_g]])
-    full = torch.from_numpy(np.power(full, 2).astype(np.float32))  # (N, N) squared
+    full = np.square(full)  # (N, N) squared, float32
     _check_params(k1, k2, lambda_, full.shape[0])
     blocks = _iter_final(MatrixSource(full), q_g.shape[0], k1, k2, lambda_)
     return _collect(blocks, *q_g.shape)

@@ -1,0 +1,97 @@
+"""Whole-process timings of `reid rerank FILE` and `reid eval --features FILE`, with peak memory.
+
+Usage: .venv/bin/python benchmarks/cli_process.py [--repeat 5] [--dir /tmp/reid_bench]
+
+Writes two synthetic features files (`synthetic_features.py`): 1,000 × 5,000 and Market size
+(3,368 × 15,913), 512-d. Each command is a child process (`python -m reidcli ...`, as the `reid`
+script runs it; `benchmarks/rerank_reference.py` for the dense reference re-ranking): wall time
+from start to exit, peak resident memory from the child's rusage (`ru_maxrss`), CPU time
+(user + system). Ours and the reference alternate, and the best and median of `--repeat` runs
+are reported with the load average before and after. `reid rerank` runs once more with `--out`
+so that its re-ranked matrix can be compared with the reference's.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic_features import loadavg, write_features
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(cmd: list[str]) -> dict:
+    """Run a child process; its wall time, CPU time and peak RSS."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall": wall, "cpu": cpu, "rss_mib": usage.ru_maxrss / 1024}
+
+
+def summary(name: str, runs: list[dict]) -> dict:
+    walls = [r["wall"] for r in runs]
+    out = {
+        "best": min(walls),
+        "median": statistics.median(walls),
+        "cpu": statistics.median(r["cpu"] for r in runs),
+        "rss": max(r["rss_mib"] for r in runs),
+    }
+    print(f"{name:34s} best {out['best']:6.2f} s  median {out['median']:6.2f} s  "
+          f"cpu {out['cpu']:6.2f} s  peak RSS {out['rss']:6.0f} MiB")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/reid_bench"))
+    args = parser.parse_args()
+    small = write_features("rerank", args.dir / "rerank_1000x5000.npz")
+    market = write_features("market", args.dir / "market.npz")
+    ours_out, ref_out = args.dir / "ours_rr.npy", args.dir / "reference_rr.npy"
+    reid = [sys.executable, "-m", "reidcli"]
+    commands = {
+        "reid rerank (1,000 x 5,000)": [*reid, "rerank", str(small)],
+        "dense reference (1,000 x 5,000)": [
+            sys.executable, str(HERE / "rerank_reference.py"), str(small), str(ref_out)
+        ],
+        "reid eval --features (Market size)": [*reid, "eval", "--features", str(market)],
+    }  # fmt: skip
+    print(f"load average before: {loadavg()}")
+    runs = {name: [] for name in commands}
+    for _ in range(args.repeat):
+        for name, cmd in commands.items():
+            runs[name].append(run(cmd))
+    print(f"load average after: {loadavg()}")
+    stats = {name: summary(name, r) for name, r in runs.items()}
+    ours, ref = stats["reid rerank (1,000 x 5,000)"], stats["dense reference (1,000 x 5,000)"]
+    print(f"re-ranking: reference / reid time {ref['best'] / ours['best']:.1f}x (best), "
+          f"{ref['median'] / ours['median']:.1f}x (median); peak memory "
+          f"{ours['rss'] / ref['rss']:.2f} of the reference's")  # fmt: skip
+    run([*reid, "rerank", str(small), "--out", str(ours_out)])  # once more, writing its matrix
+    diff = np.abs(np.load(ours_out) - np.load(ref_out)).max()
+    print(f"re-ranked matrices, largest difference: {diff:.2e}")
+    market_eval = stats["reid eval --features (Market size)"]
+    for machine, seconds in (("Intel Xeon", 6.3), ("AMD Zen 4", 7.4)):
+        print(f"eval vs fast-reid Cython process on {machine} ({seconds} s): "
+              f"{seconds / market_eval['best']:.1f}x (best), "
+              f"{seconds / market_eval['median']:.1f}x (median)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

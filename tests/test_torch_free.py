@@ -1,0 +1,87 @@
+"""`reid eval --features` and `reid rerank` never import torch (whole CLI, real subprocesses)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+# Runs the CLI with an import hook that records and refuses any import of torch (or a
+# submodule), then reports the attempts and whether torch got into sys.modules at exit. The
+# refusal is not an ImportError, so an optional `try: import torch` cannot swallow it.
+DRIVER = """
+import atexit, sys, traceback
+
+attempts = []
+
+class RefuseTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            attempts.append("".join(traceback.format_stack(limit=12)))
+            raise RuntimeError(f"torch import attempted: {name}")
+        return None
+
+sys.meta_path.insert(0, RefuseTorch())
+
+def report():
+    loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+    print("TORCH-CHECK " + repr((len(attempts), loaded)), file=sys.stderr)
+    for stack in attempts:
+        print(stack, file=sys.stderr)
+
+atexit.register(report)
+sys.argv = ["reid", *sys.argv[1:]]
+from reidcli.cli import main
+main()
+"""
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def features_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 16))
+    g_pids = np.repeat(np.arange(20), 6)
+    arrays = {
+        # float64, as numpy saves by default, and int32 labels
+        "query_features": centres + 0.8 * rng.normal(size=(20, 16)),
+        "gallery_features": centres[g_pids] + 0.8 * rng.normal(size=(120, 16)),
+        "query_pids": np.arange(20, dtype=np.int32), "gallery_pids": g_pids.astype(np.int32),
+        "query_camids": np.zeros(20, np.int32), "gallery_camids": np.ones(120, np.int32),
+    }  # fmt: skip
+    path = tmp_path_factory.mktemp("torchfree") / "feats.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("eval", "--features", "{f}", "--json"),
+        ("eval", "--features", "{f}", "--rerank", "--query-expansion", "--json"),
+        ("eval", "--features", "{f}", "--protocol", "cuhk03", "--distance", "euclidean", "--json"),
+        ("rerank", "{f}", "--k1", "8", "--k2", "3", "--json"),
+    ],
+)
+def test_features_commands_do_not_import_torch(features_file, args):
+    out = _run(*(a.format(f=features_file) for a in args))
+    assert out.returncode == 0, out.stderr
+    assert "TORCH-CHECK (0, [])" in out.stderr, out.stderr
+    doc = json.loads(out.stdout)
+    assert 0.3 < doc["mAP"] <= 1.0 and doc["num_query"] == 20
+
+
+def test_the_check_detects_torch():
+    # the same driver, ending in `import torch` instead of the CLI, reports the attempt
+    driver = DRIVER.replace("from reidcli.cli import main\nmain()", "import torch")
+    assert driver != DRIVER
+    probe = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True)
+    assert probe.returncode != 0 and "TORCH-CHECK (1, [])" in probe.stderr
