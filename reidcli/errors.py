@@ -31,3 +31,9 @@ class ParityError(ReidError):
 
 class TrainingError(ReidError):
     """A training run that cannot continue (non-finite loss, refused resume, ...)."""
+
+
+class DeviceError(ReidError):
+    """An unknown device name, or a device this machine does not have (usage error)."""
+
+    exit_code = 2

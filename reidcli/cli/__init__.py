@@ -1,5 +1,6 @@
 """The `reid` command: a thin Typer skin over `reidcli.api` (torch is imported lazily)."""
 
+import logging
 import sys
 
 import typer
@@ -42,8 +43,20 @@ def _root(
     """Person re-identification toolkit."""
 
 
+class _LevelFormatter(logging.Formatter):
+    """`warning: message`, as the rest of the CLI's output reads."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def main() -> None:
     """Console entry point: run the app, turning `ReidError`s into messages and exit codes."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelFormatter())
+    package_log = logging.getLogger("reidcli")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.WARNING)
     try:
         app()
     except ReidError as err:

@@ -2,7 +2,6 @@
 
 import difflib
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -55,7 +54,6 @@ def prepare_cmd(
     from reidcli.data.synthetic import parse_size
 
     console = Console(stderr=True)
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     with console.status(f"preparing {dataset}"):
         info = api.prepare(
             dataset, root, out, val_ids=val_ids, seed=seed, verify=verify, strict=strict,

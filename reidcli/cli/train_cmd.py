@@ -3,13 +3,12 @@
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import typer
 
+from reidcli.cli.eval_cmd import Device
 from reidcli.cli.recipe_cmd import SET_HELP
-from reidcli.errors import RecipeError
 
 
 def train_cmd(
@@ -24,32 +23,23 @@ def train_cmd(
     resume_from: Path | None = typer.Option(
         None, "--resume-from", help="Continue from this checkpoint, writing to --out."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: Device = typer.Option("auto", "--device", help="Where to train."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Train a model; `torchrun --nproc_per_node N -m reidcli train RECIPE` runs it distributed."""
-    from reidcli.recipe import load_recipe
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise RecipeError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if resume:
-        if out is None:
-            raise RecipeError("--resume continues a run folder: give it with --out RUN_DIR")
-        if resume_from is not None:
-            raise RecipeError("use either --resume (RUN_DIR/last.pt) or --resume-from CKPT")
-        resume_from = out / "last.pt"
-        if not resume_from.exists():
-            raise RecipeError(f"--resume: {resume_from} does not exist")
-        recipe = recipe or out / "recipe.yaml"
-    if recipe is None:
-        raise RecipeError("missing RECIPE: reid train RECIPE [--out RUN_DIR]")
-    resolved = load_recipe(recipe, overrides)
-    if out is None:
-        out = Path("runs") / f"{recipe.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
     from reidcli import api
+    from reidcli.reporting import console_reporter
 
-    result = api.train(resolved, out, resume_from=resume_from, device=device)
+    result = api.train(
+        recipe,
+        out,
+        overrides=overrides,
+        resume=resume,
+        resume_from=resume_from,
+        device=device.value,
+        reporter=console_reporter(quiet),
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return
     summary = {
@@ -60,7 +50,8 @@ def train_cmd(
         "best": result.best,
         "last_val": result.last_val,
     }
-    _render(summary)
+    if not quiet:
+        _render(summary)
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     if result.status == "interrupted":
@@ -80,9 +71,9 @@ def _render(summary: dict) -> None:
     best = summary["best"]
     if best:
         table.add_row("best epoch (validation mAP)", str(best["epoch"]))
-        for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
-            if key in best:
-                table.add_row(f"best {key}", f"{100 * best[key]:.2f}%")
+        for key, value in best.items():
+            if key not in ("epoch", "num_query", "num_skipped"):
+                table.add_row(f"best {key}", f"{100 * value:.2f}%")
     else:
         table.add_row("validation", "none (no validation identities)")
     console.print(table)

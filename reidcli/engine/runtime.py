@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from reidcli.errors import TrainingError
+from reidcli.devices import check_device
+from reidcli.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,17 @@ class Runtime:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device == "auto":
+        if check_device(device) == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
-            raise TrainingError("--device cuda was asked for, but no CUDA device is available")
+            raise DeviceError("device cuda was asked for, but no CUDA device is available")
         if device == "cuda":
             torch.cuda.set_device(local_rank)
             dev = torch.device("cuda", local_rank)
         else:
             dev = torch.device("cpu")
         if amp == "fp16" and dev.type != "cuda":
-            raise TrainingError("amp: fp16 needs a CUDA device; use amp: bf16 on the CPU")
+            raise DeviceError("amp: fp16 needs a CUDA device; use amp: bf16 on the CPU")
         if world_size > 1 and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         seed_everything(seed + rank)

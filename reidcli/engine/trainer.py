@@ -17,6 +17,7 @@ from reidcli.engine.tracker import Tracker
 from reidcli.engine.validate import validate
 from reidcli.errors import DatasetError, TrainingError
 from reidcli.recipe import Recipe
+from reidcli.reporting import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,16 @@ def train(
     *,
     resume_from: str | Path | None = None,
     device: str = "auto",
+    reporter: Reporter | None = None,
 ) -> TrainResult:
     """Train a model as the recipe describes, writing a run folder.
 
     Args:
         recipe: the validated recipe.
         out_dir: the run folder (recipe.yaml, env.json, metrics.jsonl, last.pt, best.pt).
-        resume_from: a checkpoint to continue from (`out_dir/last.pt` for `--resume`).
+        resume_from: a checkpoint to continue from.
         device: auto, cpu or cuda.
+        reporter: where progress goes (rank 0 only); silent when None.
 
     Raises:
         TrainingError: a non-finite loss, a refused resume, a run folder already in use.
@@ -85,7 +88,9 @@ def train(
                 f"train.grad_accum ({cfg.grad_accum}); lower data.p or grad_accum"
             )
         parts = build_parts(recipe, data, runtime, steps)
-        trainer = Trainer(recipe, run_dir, runtime, parts, data, loader)
+        if not runtime.is_main or reporter is None:
+            reporter = Reporter()
+        trainer = Trainer(recipe, run_dir, runtime, parts, data, loader, reporter)
         if state is not None:
             trainer.restore(state)
         if runtime.is_main:
@@ -100,7 +105,14 @@ class Trainer:
     """Runs epochs from the current position to `train.epochs`."""
 
     def __init__(
-        self, recipe: Recipe, run_dir: Path, runtime: Runtime, parts: RunParts, data, loader
+        self,
+        recipe: Recipe,
+        run_dir: Path,
+        runtime: Runtime,
+        parts: RunParts,
+        data,
+        loader,
+        reporter: Reporter,
     ):
         self.recipe = recipe
         self.run_dir = run_dir
@@ -112,8 +124,12 @@ class Trainer:
         )
         self.loader = loader  # P×K identity batches (see reidcli.data.loaders)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.reporter = reporter
         self.best: dict = {}
         self.last_val: dict = {}
+        # Sum and count of the step losses of the current epoch (kept across a resume), so the
+        # epoch loss logged is the mean over all of the epoch's steps.
+        self.loss_sum, self.loss_steps = 0.0, 0
         self.epoch_loss, self.epoch_rate = 0.0, 0.0  # of the epoch that just ended
 
     # ----------------------------------------------------------------------------- state
@@ -128,6 +144,8 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
+            "epoch_loss_sum": self.loss_sum,
+            "epoch_loss_steps": self.loss_steps,
             "rng": rng_state(),
             "best": self.best,
             "recipe": json.dumps(self.recipe.to_dict()),
@@ -148,6 +166,8 @@ class Trainer:
         self.step_fn.scaler.load_state_dict(state["scaler"])
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         self.step, self.best = state["step"], dict(state.get("best") or {})
+        self.loss_sum = float(state.get("epoch_loss_sum", 0.0))
+        self.loss_steps = int(state.get("epoch_loss_steps", 0))
         set_rng_state(state["rng"])
 
     def save(self, name: str = "last.pt") -> None:
@@ -158,7 +178,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.recipe.train
         tracker = Tracker(self.run_dir, cfg, self.recipe.to_dict(), enabled=self.runtime.is_main)
-        progress = EpochProgress(enabled=self.runtime.is_main)
+        progress = EpochProgress(self.reporter)
         status, signal_name = "completed", None
         try:
             with StopRequest() as stop:
@@ -200,6 +220,8 @@ class Trainer:
             self.step += 1
             self.batch_in_epoch += accum
             loss = stats.loss
+            self.loss_sum += loss
+            self.loss_steps += 1
             if parts.scheduler.per == "iteration":
                 parts.scheduler.step()
             lr = parts.optimizer.param_groups[0]["lr"]
@@ -211,15 +233,29 @@ class Trainer:
             if every and self.step % every == 0 and self.batch_in_epoch < total_steps * accum:
                 self.save()
             if stop.requested(self.runtime.distributed, self.runtime.device):
-                progress.end_epoch(self.epoch, cfg.epochs, loss, lr)
+                progress.end_epoch(self.epoch, cfg.epochs, self._mean_loss(), lr)
                 self.save()
                 raise Interrupted("stopped")
             if self.batch_in_epoch >= total_steps * accum:
                 break
+        self.epoch_loss = self._mean_loss()
+        self.loss_sum, self.loss_steps = 0.0, 0
         self.epoch_rate = progress.end_epoch(
-            self.epoch, cfg.epochs, loss, parts.optimizer.param_groups[0]["lr"]
+            self.epoch, cfg.epochs, self.epoch_loss, parts.optimizer.param_groups[0]["lr"]
         )
-        self.epoch_loss = loss
+
+    def _mean_loss(self) -> float:
+        """Mean step loss of the current epoch so far, averaged over the ranks."""
+        if not self.runtime.distributed:
+            return self.loss_sum / max(self.loss_steps, 1)
+        import torch
+        import torch.distributed as dist
+
+        totals = torch.tensor(
+            [self.loss_sum, float(self.loss_steps)], dtype=torch.float64, device=self.runtime.device
+        )
+        dist.all_reduce(totals)
+        return float(totals[0] / totals[1].clamp(min=1))
 
     def _end_epoch(self, tracker: Tracker, progress: EpochProgress) -> None:
         cfg, parts = self.recipe.train, self.parts
