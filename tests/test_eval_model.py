@@ -116,3 +116,49 @@ def test_dataset_moved_since_prepare(run, tmp_path):
         moved.rename(data)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr and "prepare" in out.stderr
+
+
+def test_cross_dataset_eval_keeps_one_result_per_dataset(run, tmp_path):
+    other = tmp_path / "other_set"
+    done = reid(
+        "prepare", "synthetic", "--out", str(other), "--ids", "30", "--cams", "2",
+        "--images-per-id", "6", "--size", "64x32", "--seed", "7",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    home = api.evaluate(run, device="cpu")
+    before = (run / "eval.json").read_bytes()
+    away = api.evaluate(run, overrides={"data.root": str(other)}, device="cpu")
+    assert away["eval_json"].endswith("eval_other_set.json") and away["data_root"] == str(other)
+    assert (run / "eval.json").read_bytes() == before  # the in-domain result is kept
+    from reidcli.data.manifest import load_manifest
+
+    queries = int((load_manifest(other)["split"] == "query").sum())
+    assert away["num_query"] + away["num_skipped"] == queries  # the other dataset's queries
+    assert queries != home["num_query"] + home["num_skipped"]
+    changed = reid("eval", str(run), "--set", "model.name=osnet_x0_5")
+    assert changed.returncode == 2 and "model.* cannot change" in changed.stderr
+
+
+def test_library_evaluation_writes_nothing_on_the_terminal(run, tmp_path, capfd):
+    feats = tmp_path / "f.npz"
+    api.evaluate(run, save_features=feats, device="cpu")
+    api.evaluate(features=feats, overrides={"eval.rerank.enabled": True})
+    api.rerank(feats, overrides=["eval.rerank.k1=10"])
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_recipe_protocol_changes_the_result(run, tmp_path):
+    feats = tmp_path / "f.npz"
+    api.evaluate(run, save_features=feats, device="cpu")
+    market = api.evaluate(features=feats)
+    cuhk = api.evaluate(features=feats, overrides={"eval.protocol": "cuhk03"})
+    assert (market["protocol"], cuhk["protocol"]) == ("market", "cuhk03")
+    # single-gallery-shot: one image per identity, so fewer distractors precede the match
+    assert cuhk["rank1"] > market["rank1"]
+    assert cuhk["mAP"] == market["mAP"]  # mAP stays the Market computation
+    recipe = tmp_path / "cuhk.yaml"
+    recipe.write_text(yaml.safe_dump({"eval": {"protocol": "cuhk03"}}))
+    from_file = reid("eval", "--features", str(feats), "--recipe", str(recipe), "--json")
+    assert from_file.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout)["rank1"] == pytest.approx(cuhk["rank1"], abs=1e-12)

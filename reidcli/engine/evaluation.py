@@ -1,124 +1,116 @@
-"""`reid eval`: score saved features, or a trained model's features of a prepared split."""
+"""`reid eval`: score saved features, or a trained model's features of a prepared split.
+
+This module imports no torch at the top: evaluating a features file never loads it.
+"""
+
+from __future__ import annotations
 
 import json
-import logging
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from reidcli.errors import FeaturesError, RecipeError
+from reidcli.reporting import Reporter
 
-log = logging.getLogger(__name__)
+SPLITS = ("test", "val")
 
 
-def evaluate_target(
-    target=None,
-    *,
-    features=None,
-    recipe=None,
-    split="test",
-    flip=None,
-    distance=None,
-    ranks=None,
-    rerank=None,
-    query_expansion=None,
-    protocol="market",
-    seed=0,
-    save_features=None,
-    visualize=0,
-    visualize_dir=None,
-    device="auto",
-    amp=None,
-    runs_dir="runs",
-) -> dict:
+@dataclass(frozen=True)
+class EvalRequest:
+    """What to evaluate and where results go (see `reidcli.api.evaluate`)."""
+
+    target: str | Path | None = None
+    features: str | Path | None = None
+    recipe: str | Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    split: str = "test"
+    save_features: str | Path | None = None
+    visualize: int = 0
+    visualize_dir: str | Path | None = None
+    device: str = "auto"
+    runs_dir: str | Path = "runs"
+
+
+def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
     """See `reidcli.api.evaluate`."""
     from reidcli.metrics.evaluate import run_evaluation
-    from reidcli.metrics.features import load_features
-    from reidcli.metrics.features import save_features as write_features
-    from reidcli.recipe.run import Eval
+    from reidcli.metrics.features import load_features, save_features
 
-    if split not in ("test", "val"):
-        raise RecipeError(f"--split must be test or val, got {split!r}")
-    if features is not None:
-        if target is not None:
+    if request.split not in SPLITS:
+        raise RecipeError(f"split must be test or val, got {request.split!r}")
+    checkpoint = trained = None
+    if request.features is not None:
+        if request.target is not None:
             raise RecipeError("give either a run/checkpoint or --features, not both")
-        feats, out_dir, checkpoint = load_features(features), Path(features).parent, None
-        eval_cfg = Eval()  # a features file has no recipe: the schema's defaults
+        from reidcli.recipe import load_recipe
+
+        recipe = load_recipe(request.recipe, request.overrides)
+        feats, out_dir = load_features(request.features), Path(request.features).parent
     else:
-        feats, eval_cfg, checkpoint = _model_features(
-            target, recipe, split, flip, device, amp, runs_dir
-        )
+        feats, recipe, trained, checkpoint = _model_features(request, reporter)
         out_dir = checkpoint.parent
-    if save_features is not None:
-        write_features(
-            save_features, feats.query_features, feats.gallery_features, feats.query_pids,
-            feats.gallery_pids, feats.query_camids, feats.gallery_camids, feats.query_paths,
-            feats.gallery_paths,
-        )  # fmt: skip
-    if visualize and not feats.has_paths:
-        raise FeaturesError(f"{features}: --visualize needs query_paths and gallery_paths")
-    cfg = _eval_options(eval_cfg, distance, ranks, rerank, query_expansion, protocol)
-    result = run_evaluation(feats, cfg, seed=seed, top_k=10 if visualize else 0)
+    if request.save_features is not None:
+        save_features(request.save_features, *(getattr(feats, f.name) for f in fields(feats)))
+    if request.visualize and not feats.has_paths:
+        raise FeaturesError(f"{request.features}: --visualize needs query_paths and gallery_paths")
+    result = run_evaluation(
+        feats, recipe.eval, seed=recipe.eval.seed, top_k=10 if request.visualize else 0
+    )
     metrics = result.metrics
-    if save_features is not None:
-        metrics["features_file"] = str(save_features)
-    if visualize:
-        metrics["figures"] = _draw(result, feats, visualize, visualize_dir, out_dir, features)
+    if request.save_features is not None:
+        metrics["features_file"] = str(request.save_features)
+    if request.visualize:
+        metrics["figures"] = _draw(result, feats, request, out_dir)
     if checkpoint is not None:
-        metrics["checkpoint"], metrics["split"] = str(checkpoint), split
-        path = out_dir / ("eval.json" if split == "test" else "eval_val.json")
+        metrics |= {"checkpoint": str(checkpoint), "split": request.split}
+        metrics["data_root"] = recipe.data.root
+        path = out_dir / eval_json_name(trained, recipe, request.split)
         path.write_text(json.dumps(metrics, indent=2, default=_plain) + "\n")
         metrics["eval_json"] = str(path)
     return metrics
 
 
-def _eval_options(base, distance, ranks, rerank, query_expansion, protocol):
-    """The `eval` section with the given overrides (None keeps the section's value)."""
-    from reidcli.recipe.run import Eval
+def eval_json_name(trained, recipe, split: str) -> str:
+    """One result file per prepared dataset and split, beside the checkpoint.
 
-    update = {"rerank": _section(base.rerank, rerank)}
-    update["query_expansion"] = _section(base.query_expansion, query_expansion)
-    for key, value in (("distance", distance), ("ranks", ranks), ("protocol", protocol)):
-        if value is not None:
-            update[key] = value
-    return Eval.model_validate({**base.model_dump(by_alias=True), **update})
-
-
-def _section(section, value):
-    """A rerank/query_expansion section overridden by True/False (switch it), a section model
-    (use it), or a mapping of some of its options (validated by the schema; enables it)."""
-    if value is None:
-        return section
-    if isinstance(value, bool):
-        return section.model_copy(update={"enabled": value})
-    if isinstance(value, type(section)):
-        return value
-    given = type(section).model_validate({"enabled": True, **value})
-    return section.model_copy(
-        update={name: getattr(given, name) for name in given.model_fields_set}
-    )
+    The run's own dataset keeps `eval.json` (`eval_val.json`); another one (cross-domain
+    evaluation with `--set data.root=...`) gets `eval_<folder name>.json`.
+    """
+    suffix = "" if split == "test" else "_val"
+    same = (trained.data.root, trained.data.manifest) == (recipe.data.root, recipe.data.manifest)
+    if same:
+        return f"eval{suffix}.json"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(recipe.data.root).name).strip("-") or "data"
+    return f"eval_{slug}{suffix}.json"
 
 
-def _model_features(target, recipe_path, split, flip, device, amp, runs_dir):
+def _model_features(request: EvalRequest, reporter: Reporter):
     from reidcli.engine.inference import embed_split, find_checkpoint, load_trained_model
     from reidcli.engine.runtime import Runtime
+    from reidcli.recipe import override_recipe
 
-    checkpoint = find_checkpoint(target, runs_dir)
-    model, recipe = load_trained_model(checkpoint, recipe_path)
-    if flip is not None:
-        recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"flip": flip})})
-    runtime = Runtime.from_env(
-        device, amp or recipe.train.amp, recipe.train.channels_last, recipe.train.seed
-    )
-    feats = embed_split(model, recipe, split, runtime)
-    return feats, recipe.eval, checkpoint
+    checkpoint = find_checkpoint(request.target, request.runs_dir)
+    model, trained = load_trained_model(checkpoint, request.recipe)
+    recipe = override_recipe(trained, request.overrides, source=f"{checkpoint} recipe + --set")
+    if recipe.model != trained.model:
+        raise RecipeError(
+            "model.* cannot change when evaluating a trained model (the weights fix it)"
+        )
+    train = recipe.train
+    runtime = Runtime.from_env(request.device, train.amp, train.channels_last, train.seed)
+    feats = embed_split(model, recipe, request.split, runtime, reporter)
+    return feats, recipe, trained, checkpoint
 
 
-def _draw(result, feats, count, folder, out_dir, features) -> list[str]:
+def _draw(result, feats, request: EvalRequest, out_dir: Path) -> list[str]:
     from reidcli.metrics.visualize import save_cmc_curve, save_ranked_lists
 
+    folder = request.visualize_dir
     if folder is None:
-        stem = Path(features).stem if features is not None else "eval"
+        stem = Path(request.features).stem if request.features is not None else "eval"
         folder = out_dir / f"{stem}_visualize"
-    figures = save_ranked_lists(Path(folder), feats, result, count)
+    figures = save_ranked_lists(Path(folder), feats, result, request.visualize)
     figures.append(save_cmc_curve(Path(folder) / "cmc.png", result.metrics))
     return [str(p) for p in figures]
 

@@ -17,6 +17,7 @@ from reidcli.metrics.features import Features
 from reidcli.models.catalog import build_model
 from reidcli.models.weights import load_weights, read_state_dict
 from reidcli.recipe import Recipe, load_recipe, validate_recipe
+from reidcli.reporting import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _classes_in(state: dict) -> int:
 
 
 def embed_split(
-    model: nn.Module, recipe: Recipe, split: str, runtime: Runtime, progress=None
+    model: nn.Module, recipe: Recipe, split: str, runtime: Runtime, reporter: Reporter | None = None
 ) -> Features:
     """Embed the query and gallery of the prepared dataset named in the recipe."""
     frame = load_manifest(recipe.data.root, recipe.data.manifest)
@@ -101,8 +102,11 @@ def embed_split(
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
-    qf = embed_frame(model, query, recipe, runtime, progress)
-    gf = embed_frame(model, gallery, recipe, runtime, progress)
+    reporter = reporter or Reporter()
+    reporter.start(f"embedding {split} query + gallery", len(query) + len(gallery))
+    qf = embed_frame(model, query, recipe, runtime, reporter.advance)
+    gf = embed_frame(model, gallery, recipe, runtime, reporter.advance)
+    reporter.finish(f"embedded {len(query)} query and {len(gallery)} gallery images")
     return Features(
         qf,
         gf,

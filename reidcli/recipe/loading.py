@@ -41,6 +41,21 @@ def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     return validate_recipe(raw, source, lines, set_paths)
 
 
+def override_recipe(
+    recipe: Recipe, overrides: typing.Sequence[str] = (), source: str = "<recipe>"
+) -> Recipe:
+    """A validated copy of `recipe` with `a.b=c` overrides applied (as `load_recipe` does).
+
+    Raises:
+        RecipeError: an override names no field or gives an invalid value.
+    """
+    if not overrides:
+        return recipe
+    raw = recipe.to_dict()
+    set_paths = {apply_override(raw, text) for text in overrides}
+    return validate_recipe(raw, source, None, set_paths)
+
+
 def validate_recipe(
     raw: dict, source: str = "<recipe>", lines: dict | None = None, set_paths: set | None = None
 ) -> Recipe:

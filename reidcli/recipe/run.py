@@ -72,6 +72,7 @@ class Eval(Section):
     protocol: Literal["market", "cuhk03"] = Field(
         "market", description="cuhk03: classic single-gallery-shot protocol (10 seeded repeats)"
     )
+    seed: int = Field(0, ge=0, description="seed of the cuhk03 protocol's gallery draws")
     rerank: Rerank = Rerank()
     query_expansion: QueryExpansion = QueryExpansion()
 
