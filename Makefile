@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format test demo schema clean
+.PHONY: install lint format test test-portable demo schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ format: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Float kernels and summation order differ between CPUs (AVX-512 on Intel Xeon, AVX2 on AMD Zen,
+# each with its own oneDNN/MKL paths). ATEN_CPU_CAPABILITY selects the kernel set, so one machine
+# runs the CPU-sensitive tests (marked `portable`) as other CPUs would: each kernel set
+# (native = what this CPU picks) with 1 and 2 threads. CI runs a subset of the matrix that still
+# covers every kernel set and both thread counts (`make test` itself is native with 2 threads).
+PORTABLE_MATRIX ?= default:1 default:2 avx2:1 avx2:2 native:1 native:2
+test-portable: install
+	set -e; for setting in $(PORTABLE_MATRIX); do \
+	  cap=$${setting%%:*}; threads=$${setting##*:}; \
+	  echo "== ATEN_CPU_CAPABILITY=$$cap OMP_NUM_THREADS=$$threads"; \
+	  if [ $$cap = native ]; then unset ATEN_CPU_CAPABILITY; else export ATEN_CPU_CAPABILITY=$$cap; fi; \
+	  OMP_NUM_THREADS=$$threads $(BIN)/python -m pytest -q -m portable; \
+	done
 
 schema: install
 	$(BIN)/reid recipe schema > recipes/schema.json

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import yaml
 
 from reidcli import api
 from reidcli.engine.checkpoint import load_checkpoint
-from reidcli.errors import DatasetError, TrainingError
+from reidcli.errors import DatasetError, RecipeError, TrainingError
 from reidcli.recipe import load_recipe
 from tests.conftest import reid
 
@@ -75,25 +76,28 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def chance_map(dataset: Path) -> float:
-    """Validation mAP of random embeddings, averaged over a few draws."""
-    from reidcli.data.manifest import load_manifest
-    from reidcli.metrics.evaluate import evaluate_features
-    from reidcli.metrics.features import as_features
+def untrained_map(recipe, dataset: Path) -> float:
+    """Validation mAP of the recipe's model as training initialises it, before any step."""
+    from reidcli.engine.data import load_run_data
+    from reidcli.engine.runtime import Runtime
+    from reidcli.engine.validate import validate
+    from reidcli.models.catalog import build_model
 
-    frame = load_manifest(dataset)
-    q, g = (frame[frame["split"] == s] for s in ("val_query", "val_gallery"))
-    rng = np.random.default_rng(0)
-    scores = [
-        evaluate_features(as_features(
-            rng.normal(size=(len(q), 16)), rng.normal(size=(len(g), 16)),
-            q["pid"].to_numpy(), g["pid"].to_numpy(), q["camid"].to_numpy(), g["camid"].to_numpy(),
-        ))["mAP"]
-        for _ in range(5)
-    ]  # fmt: skip
-    return float(np.mean(scores))
+    data = load_run_data(recipe)
+    runtime = Runtime.from_env("cpu", "off", False, recipe.train.seed, True)
+    model = build_model(recipe.model, data.num_classes)
+    return validate(model, recipe, data, runtime)["mAP"]
 
 
+# What "the model learns" means here, on any CPU: float kernels differ between CPUs (and between
+# ATEN_CPU_CAPABILITY settings on one CPU), so the trajectory of a short from-scratch run does too;
+# best validation mAP after 8 epochs was seen between 0.27 and 0.40 across kernel sets and CPUs,
+# from 0.10 untrained. The assertion is a margin over the same model untrained (0.10 absolute
+# and twice its mAP) and a falling epoch loss, not a threshold that one machine happens to clear.
+LEARNED_MARGIN = 0.10
+
+
+@pytest.mark.portable
 def test_training_learns_and_writes_run(tmp_path, dataset):
     recipe = load_recipe(
         write_recipe(
@@ -104,6 +108,7 @@ def test_training_learns_and_writes_run(tmp_path, dataset):
             loss=[{"name": "cross_entropy"}],
         )
     )
+    before = untrained_map(recipe, dataset)
     result = api.train(recipe, tmp_path / "run", device="cpu")
     run = tmp_path / "run"
     assert result.status == "completed" and result.epochs_done == 8
@@ -111,16 +116,48 @@ def test_training_learns_and_writes_run(tmp_path, dataset):
         assert (run / name).exists(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     vals = [r for r in records if r["kind"] == "val"]
+    losses = [r["loss"] for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in vals] == [2, 4, 6, 8]
-    chance = chance_map(dataset)
-    assert chance < 0.3
-    assert result.best["mAP"] > max(0.4, 2 * chance), (chance, vals)
+    best = result.best["mAP"]
+    assert best >= before + LEARNED_MARGIN and best >= 2 * before, (before, vals)
+    assert losses[-1] < 0.9 * losses[0], losses
     assert result.best["mAP"] == max(r["mAP"] for r in vals)
-    best = load_checkpoint(run / "best.pt")
-    assert best["best"]["epoch"] == result.best["epoch"]
-    assert torch.load(run / "last.pt", weights_only=True)["model"].keys() == best["model"].keys()
+    saved = load_checkpoint(run / "best.pt")
+    assert saved["best"]["epoch"] == result.best["epoch"]
+    assert torch.load(run / "last.pt", weights_only=True)["model"].keys() == saved["model"].keys()
     assert yaml.safe_load((run / "recipe.yaml").read_text()) == recipe.to_dict()
     assert json.loads((run / "env.json").read_text())["torch"] == torch.__version__
+
+
+def test_library_training_is_silent_and_resumes_by_run_folder(tmp_path, dataset, capfd):
+    path = write_recipe(tmp_path, dataset, train__epochs=1, train__eval_every=0, train__log_every=1)
+    run = tmp_path / "run"
+    first = api.train(path, run, device="cpu")
+    again = api.train(None, run, resume=True, device="cpu")  # last.pt and recipe.yaml of the run
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert first.status == again.status == "completed" and again.epochs_done == 1
+    assert again.steps == first.steps
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["loss"] for r in records if r["kind"] == "train"]
+    epoch = next(r for r in records if r["kind"] == "epoch")
+    assert len(steps) == first.steps > 1
+    assert epoch["loss"] == pytest.approx(np.mean(steps), rel=1e-9)  # the mean, not the last
+    with pytest.raises(RecipeError, match=r"last\.pt does not exist"):
+        api.train(None, tmp_path / "nothing", resume=True)
+
+
+def test_console_reporter_plain_lines(tmp_path, dataset):
+    import io
+
+    from reidcli.reporting import ConsoleReporter
+
+    stream = io.StringIO()
+    path = write_recipe(tmp_path, dataset, train__epochs=1, train__eval_every=1)
+    api.train(path, tmp_path / "run", device="cpu", reporter=ConsoleReporter(stream, live=False))
+    text = stream.getvalue()
+    assert re.search(r"^epoch 1/1: loss \d+\.\d{4}, lr .*img/s", text, re.M), text
+    assert "validation after epoch 1: mAP" in text
 
 
 def wait_for(predicate, timeout: float = 300.0) -> None:
@@ -143,6 +180,7 @@ def epoch_logged(run: Path, epoch: int):
     return check
 
 
+@pytest.mark.portable
 def test_sigkill_after_epoch_and_resume_is_bit_identical(tmp_path, dataset):
     recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0)
     full = tmp_path / "full"
