@@ -1,6 +1,7 @@
 """Whole-process timings of `reid rerank FILE` and `reid eval --features FILE`, with peak memory.
 
 Usage: .venv/bin/python benchmarks/cli_process.py [--repeat 5] [--dir /tmp/reid_bench]
+       [--before CHECKOUT]   (also time the same commands from another checkout of reidcli)
 
 Writes two synthetic features files (`synthetic_features.py`): 1,000 × 5,000 and Market size
 (3,368 × 15,913), 512-d. Each command is a child process (`python -m reidcli ...`, as the `reid`
@@ -28,10 +29,12 @@ from synthetic_features import loadavg, write_features
 HERE = Path(__file__).resolve().parent
 
 
-def run(cmd: list[str]) -> dict:
+def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run a child process; its wall time, CPU time and peak RSS."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     err = proc.stderr.read().decode()
@@ -51,7 +54,7 @@ def summary(name: str, runs: list[dict]) -> dict:
         "cpu": statistics.median(r["cpu"] for r in runs),
         "rss": max(r["rss_mib"] for r in runs),
     }
-    print(f"{name:34s} best {out['best']:6.2f} s  median {out['median']:6.2f} s  "
+    print(f"{name:44s} best {out['best']:6.2f} s  median {out['median']:6.2f} s  "
           f"cpu {out['cpu']:6.2f} s  peak RSS {out['rss']:6.0f} MiB")  # fmt: skip
     return out
 
@@ -60,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/reid_bench"))
+    parser.add_argument("--before", type=Path, help="a checkout of an earlier reidcli to time too")
     args = parser.parse_args()
     small = write_features("rerank", args.dir / "rerank_1000x5000.npz")
     market = write_features("market", args.dir / "market.npz")
@@ -72,11 +76,18 @@ def main() -> None:
         ],
         "reid eval --features (Market size)": [*reid, "eval", "--features", str(market)],
     }  # fmt: skip
+    envs = dict.fromkeys(commands)
+    if args.before:  # the same reid commands with the earlier checkout first on the path
+        before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+        for name in ("reid rerank (1,000 x 5,000)", "reid eval --features (Market size)"):
+            commands[f"before: {name}"] = commands[name]
+            envs[f"before: {name}"] = before_env
     print(f"load average before: {loadavg()}")
     runs = {name: [] for name in commands}
     for _ in range(args.repeat):
         for name, cmd in commands.items():
-            runs[name].append(run(cmd))
+            # outside the checkout: `python -m` puts the working folder first on sys.path
+            runs[name].append(run(cmd, envs[name], cwd=args.dir))
     print(f"load average after: {loadavg()}")
     stats = {name: summary(name, r) for name, r in runs.items()}
     ours, ref = stats["reid rerank (1,000 x 5,000)"], stats["dense reference (1,000 x 5,000)"]

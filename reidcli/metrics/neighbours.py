@@ -20,8 +20,8 @@ import numpy as np
 
 from reidcli.metrics.rank import value_keys
 
-# (rows, N) float32 distance blocks of about 8 MiB.
-BLOCK_ELEMENTS = 1 << 21
+# (rows, N) float32 distance blocks of about 16 MiB.
+BLOCK_ELEMENTS = 1 << 22
 # Threads for the partial sorts (numpy releases the GIL in them; BLAS has its own threads).
 SORT_THREADS = 2
 NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)  # above every real key (finite distances)

@@ -109,7 +109,7 @@ def _slots(rows: np.ndarray, n_match: np.ndarray) -> np.ndarray:
     return np.arange(rows.size) - (np.cumsum(n_match) - n_match)[rows]
 
 
-def _positions_by_candidates(d, m_rows, m_cols, j_rows, j_cols, n_match, bits) -> np.ndarray:
+def _positions_by_candidates(d, m_rows, m_cols, j_rows, j_cols, n_match, bits) -> np.ndarray | None:
     """(M,) positions of the true matches from the few items no farther than each row's last.
 
     Returns None when those items exceed CANDIDATE_SHARE of the block (a weak model), where
