@@ -130,7 +130,10 @@ def test_training_learns_and_writes_run(tmp_path, dataset):
 
 
 def test_library_training_is_silent_and_resumes_by_run_folder(tmp_path, dataset, capfd):
-    path = write_recipe(tmp_path, dataset, train__epochs=1, train__eval_every=0, train__log_every=1)
+    path = write_recipe(
+        tmp_path, dataset, schedule={"name": "constant"}, train__epochs=1, train__eval_every=0,
+        train__log_every=1,
+    )  # fmt: skip
     run = tmp_path / "run"
     first = api.train(path, run, device="cpu")
     again = api.train(None, run, resume=True, device="cpu")  # last.pt and recipe.yaml of the run
@@ -153,7 +156,9 @@ def test_console_reporter_plain_lines(tmp_path, dataset):
     from reidcli.reporting import ConsoleReporter
 
     stream = io.StringIO()
-    path = write_recipe(tmp_path, dataset, train__epochs=1, train__eval_every=1)
+    path = write_recipe(
+        tmp_path, dataset, schedule={"name": "constant"}, train__epochs=1, train__eval_every=1
+    )
     api.train(path, tmp_path / "run", device="cpu", reporter=ConsoleReporter(stream, live=False))
     text = stream.getvalue()
     assert re.search(r"^epoch 1/1: loss \d+\.\d{4}, lr .*img/s", text, re.M), text
