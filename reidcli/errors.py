@@ -31,3 +31,7 @@ class ParityError(ReidError):
 
 class TrainingError(ReidError):
     """A training run that cannot continue (non-finite loss, refused resume, ...)."""
+
+
+class ExportError(ReidError):
+    """A model that cannot be exported (an unsupported operator, a missing optional package)."""
