@@ -226,3 +226,38 @@ def test_bare_weights_with_a_recipe(run, crops, tmp_path, capsys):
     code, _, _ = embed(capsys, run / "last.pt", crops["single"], "--out", tmp_path / "c.npz")
     np.testing.assert_array_equal(np.load(tmp_path / "w.npz")["features"],
                                   np.load(tmp_path / "c.npz")["features"])  # fmt: skip
+
+
+def readme_tracker_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("A tracker uses the file with the sidecar's numbers:") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_tracker_snippet_matches_embed(run, exported, tmp_path, capsys, monkeypatch):
+    shutil.copy(exported["onnx"], tmp_path / "model.onnx")
+    shutil.copy(str(exported["onnx"]) + ".metadata.json", tmp_path / "model.onnx.metadata.json")
+    data = Path(yaml.safe_load((run / "recipe.yaml").read_text())["data"]["root"])
+    people = sorted((data / "images" / "query").glob("*.jpg"))[:3]
+    assert len(people) == 3
+    frame = np.zeros((400, 300, 3), np.uint8)
+    boxes = np.array([[10, 20], [150, 40], [60, 250]])
+    crops = []
+    for (x, y), path in zip(boxes, people, strict=True):
+        person = np.asarray(Image.open(path).convert("RGB").resize((50, 110)))  # a smaller crop
+        frame[y : y + 110, x : x + 50] = person
+        crops.append(tmp_path / path.name)
+        Image.fromarray(person).save(crops[-1])
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(readme_tracker_snippet(), namespace)
+    boxes = np.concatenate([boxes, boxes + np.array([50, 110])], axis=1)  # x1, y1, x2, y2
+    got = namespace["features"](frame, boxes)
+    code, _, stderr = embed(capsys, tmp_path / "model.onnx", *crops, "--out", tmp_path / "e.npz")
+    assert code == 0, stderr
+    expected = np.load(tmp_path / "e.npz")["features"]
+    # PIL's and torchvision's antialiased resizes round differently; the features agree closely.
+    cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert got.shape == expected.shape and cos.min() > 0.999
+    others = (got[0] * expected[1]).sum() / np.linalg.norm(got[0]) / np.linalg.norm(expected[1])
+    assert others < cos.min()  # a different person is further away
