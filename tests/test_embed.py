@@ -53,6 +53,9 @@ def exported(run) -> dict:
 
 def test_export_embed_eval_reproduces_eval_of_the_run(run, exported, tmp_path, capsys):
     assert exported["exporter"] == "dynamo"
+    meta = json.loads(Path(str(exported["onnx"]) + ".metadata.json").read_text())
+    declared = [o.version for o in onnx.load(str(exported["onnx"])).opset_import if not o.domain]
+    assert meta["exporter"] == "dynamo" and [meta["opset"]] == declared
     code, stdout, stderr = run_cli(capsys, "eval", str(run), "--json")
     assert code == 0, stderr
     direct = json.loads(stdout)

@@ -114,6 +114,7 @@ def test_metadata_in_file_and_sidecar(osnet):
     assert len(sidecar["checkpoint_sha256"]) == 64
     assert sidecar["parity"]["passed"] and len(sidecar["parity"]["batches"]) == 2
     model = onnx.load(str(path))
+    assert [o.version for o in model.opset_import if not o.domain] == [17]
     (graph_input,) = model.graph.input
     (graph_output,) = model.graph.output
     assert graph_input.name == "images" and graph_output.name == "features"
@@ -300,3 +301,44 @@ def test_missing_export_extra_names_the_install_command(osnet, capsys, monkeypat
     code, _, stderr = run_cli(capsys, "export", str(osnet), "--format", "onnx")
     assert code == 1, stderr
     assert "pip install 'reidcli[export]'" in stderr and blocked in stderr
+
+
+def test_cli_flags_reach_the_file(osnet, tmp_path, capsys):
+    out = tmp_path / "flags.onnx"
+    code, stdout, stderr = run_cli(
+        capsys, "export", str(osnet), "--format", "onnx", "--exporter", "legacy", "--out",
+        str(out), "--opset", "13", "--static-batch", "2", "--include-preprocessing",
+        "--no-check", "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    item = json.loads(stdout)["exports"][0]
+    assert item["parity"] is None and "parity with" not in stderr
+    model = onnx.load(str(out))
+    assert [o.version for o in model.opset_import if not o.domain] == [13]
+    tensor = model.graph.input[0].type.tensor_type
+    assert tensor.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in tensor.shape.dim] == [2, 3, 64, 32]
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["opset"] == 13 and meta["batch"] == 2 and meta["preprocessing_in_graph"]
+
+    out = tmp_path / "half.torchscript"
+    code, stdout, stderr = run_cli(
+        capsys, "export", str(osnet), "--format", "torchscript", "--out", str(out), "--fp16",
+        "--atol", "0.05", "--min-cos", "0.99", "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    parity = json.loads(stdout)["exports"][0]["parity"]
+    assert parity["atol"] == 0.05 and parity["min_cos"] == 0.99 and parity["passed"]
+
+
+def test_recipe_for_weights_without_one(osnet, tmp_path, capsys):
+    weights = tmp_path / "model-best.pth"
+    torch.save(torch.load(osnet, weights_only=True)["model"], weights)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps(MODELS_BUILT[osnet][1].to_dict()))  # JSON is YAML
+    code, _, stderr = run_cli(capsys, "export", str(weights), "--format", "torchscript")
+    assert code == 1 and "--recipe" in stderr
+    code, stdout, stderr = run_cli(capsys, "export", str(weights), "--format", "torchscript",
+                                   "--recipe", str(recipe), "--json")  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads(stdout)["exports"][0]["path"] == str(tmp_path / "model-best.torchscript")

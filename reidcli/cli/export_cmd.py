@@ -113,20 +113,21 @@ def _parity_table(title: str, rows: list[tuple[str, dict]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    first = rows[0][1]
+    table = Table(title=f"{title}: max abs ≤ {first['atol']:.3g}, cosine ≥ {first['min_cos']}")
     for column in ("format", "batch", "max abs diff", "min cosine", "worst sample", "result"):
-        table.add_column(column, justify="right" if column in ("batch",) else "left")
+        table.add_column(column, justify="right" if column == "batch" else "left")
     for fmt, report in rows:
         for row in report["batches"]:
             sample = row["worst_sample"]
             table.add_row(
                 fmt,
                 str(row["batch"]),
-                f"{row['max_abs']:.3g} (≤ {report['atol']:.3g})",
-                f"{row['min_cos']:.7f} (≥ {report['min_cos']})",
-                f"#{sample['index']} {sample['source']}",
+                f"{row['max_abs']:.3g}",
+                f"{row['min_cos']:.7f}",
+                f"#{sample['index']} {Path(sample['source']).name}",
                 "ok" if row["passed"] else "FAILED",
             )
     console = Console(stderr=True)
     console.print(table)
-    console.print(f"inputs: {rows[0][1].get('inputs', '')}", highlight=False)
+    console.print(f"parity inputs: {first.get('inputs', '')}", highlight=False)

@@ -130,6 +130,7 @@ class ExportJob:
     pool: torch.Tensor  # (N, 3, H, W) uint8 crops for tracing and the parity check
     sources: list[str]
     inputs_from: str
+    reference: np.ndarray | None = None  # (N, D) fp32 embedding of the pool, computed once
 
 
 def _formats(formats) -> tuple[str, ...]:
@@ -221,7 +222,7 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> dict:
             done = export_onnx(
                 graph, example, tmp, opset=job.opset, dynamic_batch=dynamic, exporter=job.exporter
             )
-            exporter, reason, opset = done.exporter, done.fallback_reason, job.opset
+            exporter, reason, opset = done.exporter, done.fallback_reason, done.opset
         else:
             module = trace_torchscript(graph, example)
             save_torchscript(module, tmp, {})
@@ -271,11 +272,12 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> dict:
 def _parity(fmt: str, tmp: Path, job: ExportJob, inputs, float_pool) -> dict:
     """The file just written against the fp32 PyTorch model's `embed` on the same images."""
     run, _ = open_onnx(tmp) if fmt == "onnx" else open_torchscript(tmp)
-    flip, how = job.recipe.eval.flip, job.recipe.eval.normalize
-    with torch.no_grad():
-        reference = job.model.embed(float_pool, flip=flip, normalize=how).numpy()
+    if job.reference is None:
+        flip, how = job.recipe.eval.flip, job.recipe.eval.normalize
+        with torch.no_grad():
+            job.reference = job.model.embed(float_pool, flip=flip, normalize=how).numpy()
     batches = (job.contract.static_batch,) if job.contract.static_batch else CHECK_BATCHES
-    report = check_parity(run, reference, inputs, job.sources, batches, job.atol, job.min_cos)
+    report = check_parity(run, job.reference, inputs, job.sources, batches, job.atol, job.min_cos)
     report["inputs"] = job.inputs_from
     return report
 

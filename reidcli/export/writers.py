@@ -41,9 +41,11 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 @dataclass(frozen=True)
 class OnnxExport:
-    """Which torch.onnx exporter wrote the file, and why the first choice was given up."""
+    """Which torch.onnx exporter wrote the file, with which opset, and why the first choice was
+    given up (the dynamo exporter writes opset 18 or newer whatever was asked for)."""
 
     exporter: str
+    opset: int
     fallback_reason: str | None = None
 
 
@@ -108,7 +110,7 @@ def export_onnx(
         else:
             try:
                 _dynamo(graph, example, path, opset, dynamic_batch)
-                return OnnxExport("dynamo")
+                return OnnxExport("dynamo", _written_opset(path, opset))
             except Exception as err:  # the exporter raises many kinds; all are reported
                 reason = _describe(err)
                 if exporter == "dynamo":
@@ -122,7 +124,18 @@ def export_onnx(
         detail = _describe(err)
         first = f"; dynamo exporter: {reason}" if reason else ""
         raise ExportError(f"torch.onnx cannot export the model: {detail}{first}") from None
-    return OnnxExport("legacy", reason)
+    return OnnxExport("legacy", _written_opset(path, opset), reason)
+
+
+def _written_opset(path: Path, asked: int) -> int:
+    """The default-domain opset the file declares (logged when it is not the one asked for)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), asked)
+    if opset != asked:
+        log.warning("the exporter wrote ONNX opset %d (asked for %d)", opset, asked)
+    return int(opset)
 
 
 def _dynamo(graph, example, path: Path, opset: int, dynamic_batch: bool) -> None:
