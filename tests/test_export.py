@@ -281,9 +281,11 @@ def test_cli_json_and_table(osnet, tmp_path, capsys):
         (["--format", "onnx", "--atol", "0"], 2, "--atol"),
         (["--format", "onnx", "--min-cos", "1.5"], 2, "--min-cos"),
         (["--format", "onnx", "--exporter", "jit"], 2, "jit"),
+        (["--format", "torchscript", "--out", "CHECKPOINT"], 2, "is the checkpoint"),
     ],
 )
 def test_usage_errors(osnet, capsys, args, code, message):
+    args = [str(osnet) if a == "CHECKPOINT" else a for a in args]
     got, _, stderr = run_cli(capsys, "export", str(osnet), *args)
     assert got == code, stderr
     assert message in stderr and "Traceback" not in stderr

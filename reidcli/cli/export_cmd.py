@@ -98,7 +98,7 @@ def _render(result: dict) -> None:
     if checked:
         _parity_table(f"parity with the PyTorch model ({result['model']})", checked)
     for item in result["exports"]:
-        how = item["exporter"]
+        how = item["exporter"] + (f", opset {item['opset']}" if item["opset"] else "")
         if item["fallback_reason"]:
             how += f" (dynamo exporter failed: {item['fallback_reason']})"
         console.print(

@@ -103,6 +103,8 @@ def export_model(
     exports = []
     for fmt in formats:
         path = Path(out) if out is not None else checkpoint.with_suffix(SUFFIXES[fmt])
+        if path.resolve() == checkpoint.resolve():
+            raise RecipeError(f"--out {path} is the checkpoint being exported; choose another file")
         exports.append(_export_one(fmt, path, job))
     return {
         "checkpoint": str(checkpoint),

@@ -134,7 +134,7 @@ def _written_opset(path: Path, asked: int) -> int:
     model = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), asked)
     if opset != asked:
-        log.warning("the exporter wrote ONNX opset %d (asked for %d)", opset, asked)
+        log.info("the exporter wrote ONNX opset %d (asked for %d)", opset, asked)
     return int(opset)
 
 
