@@ -37,3 +37,7 @@ class DeviceError(ReidError):
     """An unknown device name, or a device this machine does not have (usage error)."""
 
     exit_code = 2
+
+
+class ExportError(ReidError):
+    """A model that cannot be exported (an unsupported operator, a missing optional package)."""

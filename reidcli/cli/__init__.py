@@ -6,7 +6,9 @@ import sys
 import typer
 
 from reidcli import __version__
+from reidcli.cli.embed_cmd import embed_cmd
 from reidcli.cli.eval_cmd import eval_cmd
+from reidcli.cli.export_cmd import export_cmd
 from reidcli.cli.prepare_cmd import prepare_cmd
 from reidcli.cli.recipe_cmd import recipe_app
 from reidcli.cli.rerank_cmd import rerank_cmd
@@ -26,6 +28,8 @@ app.command("prepare")(prepare_cmd)
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
 app.command("rerank")(rerank_cmd)
+app.command("export")(export_cmd)
+app.command("embed")(embed_cmd)
 
 
 def _version(value: bool) -> None:

@@ -100,5 +100,23 @@ def build_eval_transform(cfg: Data) -> v2.Compose:
     Returns:
         A callable mapping a (3, H, W) uint8 image tensor to a (3, height, width) float32 tensor.
     """
-    resize = v2.Resize((cfg.height, cfg.width), antialias=True)
-    return v2.Compose([resize, *_normalise(cfg)])
+    return build_inference_transform((cfg.height, cfg.width), cfg.mean, cfg.std)
+
+
+def build_inference_transform(
+    size: tuple[int, int], mean: tuple, std: tuple, *, normalise: bool = True
+) -> v2.Compose:
+    """The one preprocessing of evaluation, `reid embed` and export parity checks.
+
+    Bilinear resize with antialiasing to `size` (height, width), then scaling to [0, 1] and
+    normalisation with `mean`/`std`, unless `normalise` is False (a model that takes uint8 and
+    normalises inside its graph).
+
+    Returns:
+        A callable mapping a (3, H, W) uint8 image tensor to a (3, height, width) float32 tensor,
+        or a uint8 one without `normalise`.
+    """
+    steps: list[v2.Transform] = [v2.Resize(tuple(size), antialias=True)]
+    if normalise:
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)

@@ -1,0 +1,293 @@
+"""`reid export`: a checkpoint to ONNX / TorchScript files, checked against the PyTorch model.
+
+Each file is written under a temporary name beside its destination, checked, given its metadata,
+then renamed into place: a failed export or parity check leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from reidcli import __version__
+from reidcli.errors import DatasetError, ParityError, RecipeError
+from reidcli.export.graph import EmbeddingGraph
+from reidcli.export.metadata import (
+    InputContract,
+    build_metadata,
+    file_sha256,
+    write_onnx_metadata,
+    write_sidecar,
+)
+from reidcli.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, check_parity, failure_message
+from reidcli.export.runners import open_onnx, open_torchscript
+from reidcli.export.writers import (
+    EXPORTERS,
+    export_onnx,
+    require_onnx,
+    require_onnxruntime,
+    save_torchscript,
+    trace_torchscript,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+TRACE_BATCH = 2  # dynamic-batch graphs are traced at 2 and checked at 1 and 7
+CHECK_BATCHES = (1, 7)
+
+
+def export_model(
+    target=None,
+    *,
+    formats=None,
+    out=None,
+    opset=None,
+    static_batch=None,
+    fp16=False,
+    include_preprocessing=False,
+    check=True,
+    atol=None,
+    min_cos=None,
+    recipe=None,
+    exporter="auto",
+    runs_dir="runs",
+) -> dict:
+    """See `reidcli.api.export`."""
+    from reidcli.engine.inference import find_checkpoint, load_trained_model
+
+    formats = _formats(formats)
+    _check_options(formats, out, static_batch, atol, min_cos, opset, exporter)
+    checkpoint = find_checkpoint(target, runs_dir)
+    model, rec = load_trained_model(checkpoint, recipe)
+    if not formats:
+        formats = rec.export.formats
+        _check_options(formats, out, static_batch, atol, min_cos, opset, exporter)
+    if "onnx" in formats:
+        require_onnx()
+        if check:
+            require_onnxruntime()
+    model = model.float().cpu().eval()
+    dynamic = static_batch is None and rec.export.dynamic_batch
+    batch = None if dynamic else (static_batch or 1)
+    data = rec.data
+    size = (data.height, data.width)
+    contract = InputContract(size, data.mean, data.std, include_preprocessing, batch)
+    default_tol = FP16_TOLERANCE if fp16 else (rec.export.atol, FP32_TOLERANCE[1])
+    pool, sources, inputs_from = sample_images(rec, size, max(*CHECK_BATCHES, batch or 1))
+    job = ExportJob(
+        model=model,
+        recipe=rec,
+        contract=contract,
+        checkpoint=checkpoint,
+        sha256=file_sha256(checkpoint),
+        opset=opset or rec.export.opset,
+        fp16=fp16,
+        check=check,
+        atol=atol if atol is not None else default_tol[0],
+        min_cos=min_cos if min_cos is not None else default_tol[1],
+        exporter=exporter,
+        pool=pool,
+        sources=sources,
+        inputs_from=inputs_from,
+    )
+    exports = []
+    for fmt in formats:
+        path = Path(out) if out is not None else checkpoint.with_suffix(SUFFIXES[fmt])
+        if path.resolve() == checkpoint.resolve():
+            raise RecipeError(f"--out {path} is the checkpoint being exported; choose another file")
+        exports.append(_export_one(fmt, path, job))
+    return {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": job.sha256,
+        "model": rec.model.name,
+        "exports": exports,
+    }
+
+
+@dataclass
+class ExportJob:
+    """Everything the formats of one export share: the model, its contract, the check."""
+
+    model: torch.nn.Module
+    recipe: object
+    contract: InputContract
+    checkpoint: Path
+    sha256: str
+    opset: int
+    fp16: bool
+    check: bool
+    atol: float
+    min_cos: float
+    exporter: str
+    pool: torch.Tensor  # (N, 3, H, W) uint8 crops for tracing and the parity check
+    sources: list[str]
+    inputs_from: str
+    reference: np.ndarray | None = None  # (N, D) fp32 embedding of the pool, computed once
+
+
+def _formats(formats) -> tuple[str, ...]:
+    if formats is None:
+        return ()
+    names = (formats,) if isinstance(formats, str) else tuple(formats)
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown:
+        raise RecipeError(f"unknown export format {unknown[0]!r}; choose onnx or torchscript")
+    return tuple(dict.fromkeys(names))
+
+
+def _check_options(formats, out, static_batch, atol, min_cos, opset, exporter) -> None:
+    if out is not None and len(formats) > 1:
+        raise RecipeError("--out names one file: export one --format at a time")
+    if static_batch is not None and static_batch < 1:
+        raise RecipeError(f"--static-batch must be >= 1, got {static_batch}")
+    if static_batch is not None and "torchscript" in formats:
+        raise RecipeError("--static-batch applies to ONNX; a TorchScript file takes any batch size")
+    if atol is not None and not atol > 0:
+        raise RecipeError(f"--atol must be > 0, got {atol}")
+    if min_cos is not None and not 0 < min_cos <= 1:
+        raise RecipeError(f"--min-cos must be in (0, 1], got {min_cos}")
+    if opset is not None and opset < 11:
+        raise RecipeError(f"--opset must be >= 11, got {opset}")
+    if exporter not in EXPORTERS:
+        raise RecipeError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+
+
+def sample_images(recipe, size: tuple[int, int], count: int):
+    """`count` uint8 (3, H, W) crops resized as evaluation does, and what they are.
+
+    Real crops from the recipe's prepared dataset (query and gallery, evenly spaced) when it is
+    there; seeded random images otherwise.
+
+    Returns:
+        (count, 3, H, W) uint8 tensor, a source name per image, and a description.
+    """
+    from reidcli.data.dataset import load_image
+    from reidcli.data.manifest import load_manifest
+    from reidcli.data.transforms import build_inference_transform
+
+    try:
+        frame = load_manifest(recipe.data.root, recipe.data.manifest)
+    except DatasetError as err:
+        log.info("parity on synthetic images: %s", err)
+        frame = None
+    if frame is not None and len(frame):
+        test = frame[frame["split"].isin(["query", "gallery"])]
+        frame = test if len(test) else frame
+        rows = np.linspace(0, len(frame) - 1, count).round().astype(int)
+        paths = [str(p) for p in frame["path"].to_numpy()[rows]]
+        resize = build_inference_transform(size, (0, 0, 0), (1, 1, 1), normalise=False)
+        images = torch.stack([resize(load_image(p)) for p in paths])
+        return images, paths, f"{len(set(paths))} crops from {recipe.data.root}"
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, *size), generator=generator, dtype=torch.uint8)
+    note = f"synthetic images (no prepared dataset at {recipe.data.root})"
+    return images, [f"synthetic #{i}" for i in range(count)], note
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 scaled and normalised, as the evaluation transform does."""
+    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
+
+
+def _export_one(fmt: str, path: Path, job: ExportJob) -> dict:
+    """Export one format to `path` through a temporary file; returns what was written."""
+    started = time.perf_counter()
+    contract, rec = job.contract, job.recipe
+    float_pool = normalise(job.pool, contract.mean, contract.std)
+    inputs = job.pool if contract.in_graph else float_pool
+    # fp16 converts the model in place: give the graph its own copy.
+    graph = EmbeddingGraph(
+        copy.deepcopy(job.model) if job.fp16 else job.model,
+        flip=rec.eval.flip,
+        normalize=rec.eval.normalize,
+        mean=contract.mean,
+        std=contract.std,
+        uint8_input=contract.in_graph,
+        fp16=job.fp16,
+    )
+    example = inputs[: contract.static_batch or TRACE_BATCH].clone()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if fmt == "onnx":
+            dynamic = contract.static_batch is None
+            done = export_onnx(
+                graph, example, tmp, opset=job.opset, dynamic_batch=dynamic, exporter=job.exporter
+            )
+            exporter, reason, opset = done.exporter, done.fallback_reason, done.opset
+        else:
+            module = trace_torchscript(graph, example)
+            save_torchscript(module, tmp, {})
+            exporter, reason, opset = "torch.jit.trace", None, None
+        meta = build_metadata(
+            fmt=fmt,
+            recipe=rec,
+            contract=contract,
+            embedding_dim=job.model.embedding_dim,
+            branch_dims=job.model.branch_dims,
+            exporter=exporter,
+            opset=opset,
+            fp16=job.fp16,
+            checkpoint=job.checkpoint,
+            checkpoint_sha256=job.sha256,
+            versions=_versions(fmt),
+        )
+        meta["parity"] = _parity(fmt, tmp, job, inputs, float_pool) if job.check else None
+        if meta["parity"] is not None and not meta["parity"]["passed"]:
+            err = ParityError(failure_message(meta["parity"]) + f"; nothing written to {path}")
+            err.report = meta["parity"]
+            raise err
+        if fmt == "onnx":
+            write_onnx_metadata(tmp, meta)
+        else:
+            save_torchscript(module, tmp, meta)
+        os.replace(tmp, path)
+        sidecar = write_sidecar(path, meta)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {
+        "format": fmt,
+        "path": str(path),
+        "metadata_path": str(sidecar),
+        "exporter": exporter,
+        "fallback_reason": reason,
+        "opset": opset,
+        "batch": meta["batch"],
+        "input_dtype": meta["input_dtype"],
+        "precision": meta["precision"],
+        "embedding_dim": meta["embedding_dim"],
+        "parity": meta["parity"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _parity(fmt: str, tmp: Path, job: ExportJob, inputs, float_pool) -> dict:
+    """The file just written against the fp32 PyTorch model's `embed` on the same images."""
+    run, _ = open_onnx(tmp) if fmt == "onnx" else open_torchscript(tmp)
+    if job.reference is None:
+        flip, how = job.recipe.eval.flip, job.recipe.eval.normalize
+        with torch.no_grad():
+            job.reference = job.model.embed(float_pool, flip=flip, normalize=how).numpy()
+    batches = (job.contract.static_batch,) if job.contract.static_batch else CHECK_BATCHES
+    report = check_parity(run, job.reference, inputs, job.sources, batches, job.atol, job.min_cos)
+    report["inputs"] = job.inputs_from
+    return report
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    versions = {"reid_version": __version__, "torch_version": torch.__version__}
+    if fmt == "onnx":
+        import onnx
+
+        versions["onnx_version"] = onnx.__version__
+    return versions

@@ -1,0 +1,195 @@
+"""Models that turn preprocessed image batches into embeddings: a checkpoint, ONNX or TorchScript.
+
+Every runner takes a batch prepared by the one preprocessing of `InputContract` (float32
+normalised, or uint8 for files that normalise in their graph) and returns (B, D) float32 numpy
+features. Where the preprocessing comes from is fixed: the recipe for a checkpoint, the metadata
+for an exported file, never the file name.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reidcli.errors import CheckpointError, ExportError, RecipeError
+from reidcli.export.metadata import (
+    METADATA_KEY,
+    InputContract,
+    check_metadata,
+    read_sidecar,
+)
+from reidcli.export.writers import TORCHSCRIPT_METADATA, require_onnxruntime
+
+
+@dataclass
+class Runner:
+    """A loaded model and how to feed it.
+
+    Attributes:
+        backend: "pytorch", "onnxruntime" or "torchscript".
+        contract: the input contract every image is prepared with.
+        metadata: the export metadata (empty for a checkpoint or a file given --size/--mean/--std).
+        source: the file the model came from.
+    """
+
+    backend: str
+    contract: InputContract
+    source: Path
+    metadata: dict = field(default_factory=dict)
+    _run: object = None
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        """(B, D) float32 features of a (B, 3, H, W) batch in the contract's dtype."""
+        return self._run(batch)
+
+
+def load_checkpoint_runner(
+    target: str | Path, recipe_path: str | Path | None, device: str
+) -> tuple[Runner, object]:
+    """A run folder or checkpoint, embedded exactly as `reid eval` does (device, autocast).
+
+    Returns:
+        The runner and the recipe.
+    """
+    from reidcli.engine.inference import find_checkpoint, load_trained_model
+    from reidcli.engine.runtime import Runtime
+
+    checkpoint = find_checkpoint(target)
+    model, recipe = load_trained_model(checkpoint, recipe_path)
+    runtime = Runtime.from_env(
+        device, recipe.train.amp, recipe.train.channels_last, recipe.train.seed
+    )
+    model.to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    data = recipe.data
+    contract = InputContract((data.height, data.width), data.mean, data.std)
+
+    @torch.no_grad()
+    def run(batch: torch.Tensor) -> np.ndarray:
+        with runtime.autocast():
+            out = model.embed(
+                runtime.to_device(batch), flip=recipe.eval.flip, normalize=recipe.eval.normalize
+            )
+        return out.float().cpu().numpy()
+
+    return Runner("pytorch", contract, checkpoint, {}, run), recipe
+
+
+def load_exported_runner(
+    path: str | Path,
+    device: str = "cpu",
+    override: InputContract | None = None,
+    threads: int | None = None,
+) -> Runner:
+    """An exported ONNX or TorchScript file with its metadata.
+
+    Args:
+        path: the `.onnx` file, or a TorchScript archive (recognised by its content).
+        device: auto, cpu or cuda.
+        override: the input contract of a file that carries no metadata (--size/--mean/--std);
+            refused for a file that carries its own.
+        threads: intra-op threads of the ONNX Runtime session (default: its own choice).
+
+    Raises:
+        RecipeError: no metadata and no override, or an override for a file with metadata.
+        ExportError / CheckpointError: the file cannot be loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    if path.suffix.lower() == ".onnx":
+        run, embedded = open_onnx(path, device, threads)
+        backend = "onnxruntime"
+    elif is_torchscript(path):
+        run, embedded = open_torchscript(path, device)
+        backend = "torchscript"
+    else:
+        raise CheckpointError(
+            f"{path}: neither an .onnx file, a TorchScript archive, a run folder nor a checkpoint"
+        )
+    meta = embedded if embedded is not None else read_sidecar(path)
+    if meta is not None and override is not None:
+        raise RecipeError(
+            f"{path} carries its preprocessing in its metadata; --size/--mean/--std are only for "
+            "files without metadata"
+        )
+    if meta is None:
+        if override is None:
+            raise RecipeError(
+                f"{path} carries no reid metadata (and has no {path.name}.metadata.json), so its "
+                "input size and normalisation are unknown; give --size HxW --mean R,G,B --std R,G,B"
+            )
+        return Runner(backend, override, path, {}, run)
+    meta = check_metadata(meta, str(path))
+    return Runner(backend, InputContract.from_metadata(meta), path, meta, run)
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip with a `code/` folder (a torch.save checkpoint has none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def open_onnx(path: Path, device: str = "cpu", threads: int | None = None):
+    """An ONNX Runtime session as a batch -> features function, and the embedded metadata."""
+    ort = require_onnxruntime()
+    providers = ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    elif device == "cuda":
+        raise ExportError(
+            "--device cuda: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        )
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise CheckpointError(f"{path}: onnxruntime cannot load it ({err})") from None
+    name = session.get_inputs()[0].name
+    props = session.get_modelmeta().custom_metadata_map
+    meta = json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
+
+    def run(batch: torch.Tensor) -> np.ndarray:
+        return session.run(None, {name: batch.numpy()})[0].astype(np.float32, copy=False)
+
+    return run, meta
+
+
+def open_torchscript(path: Path, device: str = "cpu"):
+    """A TorchScript module as a batch -> features function, and the embedded metadata."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExportError("--device cuda was asked for, but no CUDA device is available")
+    extra = {TORCHSCRIPT_METADATA: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: torch.jit.load cannot load it ({err})") from None
+    module.eval()
+    meta = json.loads(extra[TORCHSCRIPT_METADATA]) if extra[TORCHSCRIPT_METADATA] else None
+    # The JIT's profiling executor spends seconds on the first batches; on the CPU it fuses
+    # nothing, so running the graph as traced gives the same numbers without that wait.
+    optimize = device != "cpu"
+
+    @torch.no_grad()
+    def run(batch: torch.Tensor) -> np.ndarray:
+        with torch.jit.optimized_execution(optimize):
+            return module(batch.to(device)).float().cpu().numpy()
+
+    return run, meta
