@@ -69,6 +69,7 @@ def osnet(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("osnet"), "osnet_x0_25")
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize("name", MODELS)
 def test_every_catalog_model_exports_with_parity(tmp_path, name):
     checkpoint = make_checkpoint(tmp_path, name)
