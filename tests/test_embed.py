@@ -33,9 +33,11 @@ def run(tmp_path_factory) -> Path:
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
     recipe["data"].update(root=str(data), workers=0, p=4)
     recipe["schedule"] = {"name": "constant"}
-    # `reid eval` extracts features under the recipe's train.amp; an fp32 export reproduces the
-    # fp32 embedding, so this run evaluates in fp32 (see README, "Export and embed").
-    recipe["train"].update(epochs=1, eval_every=0, val_ids=0, amp="off", channels_last=False)
+    # The quickstart's own precision (`train.amp: auto`: bf16 on CPUs with native bf16) and
+    # channels_last; `reid eval` embeds in fp32 all the same (`eval.amp: off`), the embedding
+    # an fp32 export writes.
+    assert recipe["train"]["amp"] == "auto" and recipe["train"]["channels_last"]
+    recipe["train"].update(epochs=1, eval_every=0, val_ids=0)
     path = base / "quickstart.yaml"
     path.write_text(yaml.safe_dump(recipe))
     api.train(load_recipe(path), base / "run", device="cpu")

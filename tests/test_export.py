@@ -109,13 +109,13 @@ def test_metadata_in_file_and_sidecar(osnet):
     assert sidecar["std"] == pytest.approx([0.229, 0.224, 0.225])
     assert sidecar["interpolation"] == "bilinear" and sidecar["embedding_dim"] == 512
     assert sidecar["flip"] is True and sidecar["normalize"] == "per_branch"
-    assert sidecar["l2_normalized"] is False and sidecar["opset"] == 17
+    assert sidecar["l2_normalized"] is False and sidecar["opset"] == 18  # the recipe default
     assert sidecar["exporter"] == "legacy" and sidecar["torch_version"] == torch.__version__
     assert sidecar["checkpoint_sha256"] == result["checkpoint_sha256"]
     assert len(sidecar["checkpoint_sha256"]) == 64
     assert sidecar["parity"]["passed"] and len(sidecar["parity"]["batches"]) == 2
     model = onnx.load(str(path))
-    assert [o.version for o in model.opset_import if not o.domain] == [17]
+    assert [o.version for o in model.opset_import if not o.domain] == [18]
     (graph_input,) = model.graph.input
     (graph_output,) = model.graph.output
     assert graph_input.name == "images" and graph_output.name == "features"
@@ -200,6 +200,40 @@ def test_dynamo_failure_falls_back_to_legacy_and_says_why(tmp_path):
     assert done.exporter == "legacy" and done.fallback_reason
     with pytest.raises(ExportError, match="dynamo"):
         export_onnx(DataDependent(), torch.randn(2, 3, 4, 4), tmp_path / "n.onnx", opset=17,
+                    dynamic_batch=True, exporter="dynamo")  # fmt: skip
+
+
+class Conv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, images):  # the input name the exporters declare
+        return self.conv(images).flatten(1)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_the_file_declares_the_asked_opset(tmp_path, opset):
+    done = export_onnx(Conv().eval(), torch.randn(2, 3, 8, 8), tmp_path / "a.onnx", opset=opset,
+                       dynamic_batch=True)  # fmt: skip
+    model = onnx.load(str(tmp_path / "a.onnx"))
+    assert [o.version for o in model.opset_import if not o.domain] == [opset] == [done.opset]
+    # the dynamo exporter writes it, or the legacy one does and the reason says why
+    assert done.exporter == "dynamo" or "wrote opset" in done.fallback_reason
+
+
+def test_dynamo_writing_another_opset_falls_back_or_fails(tmp_path, monkeypatch):
+    # What the dynamo exporter does with LMBN_n at opset 17: it writes 18.
+    from reidcli.export import writers
+
+    monkeypatch.setattr(writers, "_dynamo", lambda graph, example, path, opset, dyn: (
+        writers._legacy(graph, example, path, 18, dyn)))  # fmt: skip
+    done = export_onnx(Conv().eval(), torch.randn(2, 3, 8, 8), tmp_path / "b.onnx", opset=17,
+                       dynamic_batch=True)  # fmt: skip
+    assert (done.exporter, done.opset) == ("legacy", 17)
+    assert done.fallback_reason == "the dynamo exporter wrote opset 18, not the 17 asked for"
+    with pytest.raises(ExportError, match="ask for --opset 18 or use --exporter legacy"):
+        export_onnx(Conv().eval(), torch.randn(2, 3, 8, 8), tmp_path / "c.onnx", opset=17,
                     dynamic_batch=True, exporter="dynamo")  # fmt: skip
 
 

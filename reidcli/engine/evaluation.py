@@ -98,7 +98,7 @@ def _model_features(request: EvalRequest, reporter: Reporter):
             "model.* cannot change when evaluating a trained model (the weights fix it)"
         )
     train = recipe.train
-    runtime = Runtime.from_env(request.device, train.amp, train.channels_last, train.seed)
+    runtime = Runtime.from_env(request.device, recipe.eval.amp, train.channels_last, train.seed)
     feats = embed_split(model, recipe, request.split, runtime, reporter)
     return feats, recipe, trained, checkpoint
 

@@ -51,7 +51,8 @@ class Runtime:
 
         Args:
             device: auto (CUDA when available), cpu or cuda.
-            amp: off, bf16 (CPU and CUDA) or fp16 (CUDA only, with a grad scaler).
+            amp: off, bf16 (CPU and CUDA), fp16 (CUDA only, with a grad scaler) or auto (see
+                `resolve_amp`).
             channels_last: use the NHWC memory format for images and the model.
             seed: base seed; each rank adds its rank so augmentations differ across ranks.
             deterministic: deterministic kernels (slower) so that runs and resumes are exact.
@@ -59,15 +60,10 @@ class Runtime:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if check_device(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise DeviceError("device cuda was asked for, but no CUDA device is available")
-        if device == "cuda":
+        dev = resolve_device(device, local_rank)
+        if dev.type == "cuda":
             torch.cuda.set_device(local_rank)
-            dev = torch.device("cuda", local_rank)
-        else:
-            dev = torch.device("cpu")
+        amp = resolve_amp(amp, dev)
         if amp == "fp16" and dev.type != "cuda":
             raise DeviceError("amp: fp16 needs a CUDA device; use amp: bf16 on the CPU")
         if world_size > 1 and not dist.is_initialized():
@@ -97,6 +93,38 @@ class Runtime:
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def resolve_device(name: str, index: int = 0) -> torch.device:
+    """The torch device of a device name: auto (CUDA when available), cpu or cuda (`index`).
+
+    Raises:
+        DeviceError: an unknown name, or cuda on a machine without a CUDA device.
+    """
+    if check_device(name) == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device cuda was asked for, but no CUDA device is available")
+    return torch.device("cuda", index) if name == "cuda" else torch.device("cpu")
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The precision `amp: auto` means on `device`; other values are returned as they are.
+
+    auto is bf16 where the device computes it natively (a CPU with AVX-512 BF16 or AMX, as
+    oneDNN reports it; a CUDA device with bf16), fp16 on CUDA devices without bf16, and off on
+    other CPUs, where emulated bf16 is several times slower than fp32.
+    """
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "off"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions and matrix products in hardware on this CPU."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_everything(seed: int) -> None:

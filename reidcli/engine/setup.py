@@ -37,7 +37,7 @@ def build_parts(recipe: Recipe, data, runtime: Runtime, steps_per_epoch: int) ->
     if runtime.distributed and recipe.train.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     bare = model
-    feat_dims = _feature_dims(bare, recipe, runtime)
+    feat_dims = feature_dims(bare, recipe, runtime)
     criterion = build_criterion(recipe.loss, data.num_classes, feat_dims).to(runtime.device)
     optimizer = build_optimizer(recipe.optim, bare, criterion)
     scheduler = build_scheduler(
@@ -51,7 +51,7 @@ def build_parts(recipe: Recipe, data, runtime: Runtime, steps_per_epoch: int) ->
     return RunParts(model, bare, criterion, optimizer, scheduler)
 
 
-def _feature_dims(model: nn.Module, recipe: Recipe, runtime: Runtime) -> list[int]:
+def feature_dims(model: nn.Module, recipe: Recipe, runtime: Runtime) -> list[int]:
     """Widths of the model's metric features, read from one tiny training forward pass."""
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
@@ -87,6 +87,7 @@ def write_run_files(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
         "threads": torch.get_num_threads(),
         "world_size": runtime.world_size,
         "amp": recipe.train.amp,
+        "amp_dtype": str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "off",
         "channels_last": runtime.channels_last,
         "command": sys.argv,
     }

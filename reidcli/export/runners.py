@@ -63,7 +63,7 @@ def load_checkpoint_runner(
     checkpoint = find_checkpoint(target)
     model, recipe = load_trained_model(checkpoint, recipe_path)
     runtime = Runtime.from_env(
-        device, recipe.train.amp, recipe.train.channels_last, recipe.train.seed
+        device, recipe.eval.amp, recipe.train.channels_last, recipe.train.seed
     )
     model.to(runtime.device)
     if runtime.channels_last:

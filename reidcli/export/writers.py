@@ -42,7 +42,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 @dataclass(frozen=True)
 class OnnxExport:
     """Which torch.onnx exporter wrote the file, with which opset, and why the first choice was
-    given up (the dynamo exporter writes opset 18 or newer whatever was asked for)."""
+    given up (the dynamo exporter failed, or wrote another opset than the one asked for: it
+    writes 18 or newer)."""
 
     exporter: str
     opset: int
@@ -110,13 +111,22 @@ def export_onnx(
         else:
             try:
                 _dynamo(graph, example, path, opset, dynamic_batch)
-                return OnnxExport("dynamo", _written_opset(path, opset))
             except Exception as err:  # the exporter raises many kinds; all are reported
                 reason = _describe(err)
                 if exporter == "dynamo":
                     raise ExportError(
                         f"torch.onnx (dynamo) cannot export the model: {reason}"
                     ) from None
+            else:
+                written = _written_opset(path, opset)
+                if written == opset:
+                    return OnnxExport("dynamo", written)
+                # It writes the opsets it implements (18 and newer) whatever was asked for.
+                reason = f"the dynamo exporter wrote opset {written}, not the {opset} asked for"
+                if exporter == "dynamo":
+                    raise ExportError(
+                        f"{reason}; ask for --opset {written} or use --exporter legacy"
+                    )
         log.warning("dynamo exporter failed (%s); using the legacy exporter", reason)
     try:
         _legacy(graph, example, path, opset, dynamic_batch)
@@ -128,13 +138,11 @@ def export_onnx(
 
 
 def _written_opset(path: Path, asked: int) -> int:
-    """The default-domain opset the file declares (logged when it is not the one asked for)."""
+    """The default-domain opset the file declares (`asked` when it declares none)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), asked)
-    if opset != asked:
-        log.info("the exporter wrote ONNX opset %d (asked for %d)", opset, asked)
     return int(opset)
 
 

@@ -6,6 +6,10 @@ from pydantic import Field, field_validator
 
 from reidcli.recipe.base import Section
 
+# Autocast precision; `auto` is bf16 on a CPU with native bf16 arithmetic (AVX-512 BF16, AMX)
+# and on a CUDA device that has it, fp16 on older CUDA devices, off elsewhere.
+Amp = Literal["off", "auto", "bf16", "fp16"]
+
 
 class CheckpointPolicy(Section):
     """When checkpoints are written; `last.pt` is always written at the end of every epoch."""
@@ -27,7 +31,9 @@ class Train(Section):
     epochs: int = Field(130, gt=0)
     seed: int = Field(0, ge=0)
     deterministic: bool = Field(False, description="deterministic kernels (slower), exact resume")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision")
+    amp: Amp = Field(
+        "off", description="autocast precision (auto: bf16 where the device computes it natively)"
+    )
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the model")
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm")
@@ -63,6 +69,9 @@ class QueryExpansion(Section):
 
 
 class Eval(Section):
+    amp: Amp = Field(
+        "off", description="autocast precision of the embedding (off: fp32, what export writes)"
+    )
     flip: bool = Field(True, description="add the features of the horizontally flipped image")
     normalize: Literal["none", "per_branch", "whole"] = Field(
         "per_branch", description="L2 normalisation of the embedding (LightMBN: per branch)"
@@ -86,14 +95,68 @@ class Eval(Section):
 
 class Export(Section):
     formats: tuple[Literal["onnx", "torchscript"], ...] = ("onnx",)
-    opset: int = Field(17, ge=11)
+    opset: int = Field(
+        18, ge=11, description="ONNX opset (the dynamo exporter writes 18+; legacy below)"
+    )
     dynamic_batch: bool = True
     atol: float = Field(1e-4, gt=0, description="parity tolerance against the PyTorch model")
 
 
+BenchBackend = Literal["torch", "torchscript", "onnxruntime"]
+
+
 class Bench(Section):
-    batch_size: int = Field(32, gt=0)
-    warmup: int = Field(3, ge=0)
-    iters: int = Field(10, gt=0)
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    channels_last: bool = False
+    """`reid bench`: which settings are timed side by side, and for how long."""
+
+    batch: tuple[int, ...] = Field(
+        (1, 32), description="batch sizes of eval mode (train mode times the recipe's P×K batch)"
+    )
+    mode: Literal["eval", "train", "both"] = Field(
+        "eval", description="eval: model.embed as evaluated; train: a whole train step"
+    )
+    amp: bool = Field(False, description="time autocast beside fp32")
+    dtype: tuple[Literal["bf16", "fp16"], ...] | None = Field(
+        None, description="autocast precisions with amp (default: bf16 on CPU, fp16 on CUDA)"
+    )
+    channels_last: bool = Field(False, description="time channels_last beside contiguous")
+    cudnn_benchmark: bool = Field(False, description="time cudnn.benchmark on beside off (CUDA)")
+    compile: bool = Field(False, description="torch.compile the model (torch backend)")
+    backend: tuple[BenchBackend, ...] = Field(
+        ("torch",), description="eval mode: torch, torchscript and/or onnxruntime"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0, description="intra-op threads (default: torch's)")
+    warmup: int = Field(3, ge=0, description="untimed iterations before each row")
+    iters: int = Field(10, gt=0, description="timed iterations per row")
+    seconds: float | None = Field(
+        None, gt=0, description="time each row for this long instead of a number of iterations"
+    )
+    tolerance: float = Field(
+        25.0, gt=0, lt=100, description="--compare: the images/s drop (percent) that fails"
+    )
+
+    @field_validator("batch", "dtype", "backend", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        # `batch: 32`, `--set bench.dtype=bf16` and "1,32" all name a list of one or more.
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, int):
+            value = [value]
+        return value
+
+    @field_validator("batch")
+    @classmethod
+    def _batches(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(b < 1 for b in value):
+            raise ValueError(f"batch sizes must be positive, got {list(value)}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("dtype", "backend")
+    @classmethod
+    def _distinct(cls, value):
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one value")
+            value = tuple(dict.fromkeys(value))
+        return value
