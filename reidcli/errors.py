@@ -41,3 +41,9 @@ class DeviceError(ReidError):
 
 class ExportError(ReidError):
     """A model that cannot be exported (an unsupported operator, a missing optional package)."""
+
+
+class BenchError(ReidError):
+    """A bench baseline that cannot be read or compared (usage error)."""
+
+    exit_code = 2

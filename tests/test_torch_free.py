@@ -85,3 +85,9 @@ def test_the_check_detects_torch():
     assert driver != DRIVER
     probe = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True)
     assert probe.returncode != 0 and "TORCH-CHECK (1, [])" in probe.stderr
+
+
+def test_bench_refuses_a_bad_baseline_before_importing_torch(tmp_path):
+    out = _run("bench", "--compare", str(tmp_path / "missing.json"))
+    assert out.returncode == 2 and "no such baseline file" in out.stderr, out.stderr
+    assert "TORCH-CHECK (0, [])" in out.stderr, out.stderr

@@ -6,6 +6,7 @@ import sys
 import typer
 
 from reidcli import __version__
+from reidcli.cli.bench_cmd import bench_cmd
 from reidcli.cli.embed_cmd import embed_cmd
 from reidcli.cli.eval_cmd import eval_cmd
 from reidcli.cli.export_cmd import export_cmd
@@ -17,7 +18,10 @@ from reidcli.errors import ReidError
 
 app = typer.Typer(
     name="reid",
-    help="Person re-identification: prepare data, train LightMBN and baselines, evaluate, re-rank.",
+    help=(
+        "Person re-identification: prepare data, train LightMBN and baselines, evaluate, "
+        "re-rank, export, embed, benchmark."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -30,6 +34,7 @@ app.command("eval")(eval_cmd)
 app.command("rerank")(rerank_cmd)
 app.command("export")(export_cmd)
 app.command("embed")(embed_cmd)
+app.command("bench")(bench_cmd)
 
 
 def _version(value: bool) -> None:
@@ -69,3 +74,5 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        package_log.removeHandler(handler)  # main() may run again in the same process

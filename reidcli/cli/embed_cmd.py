@@ -11,7 +11,7 @@ from reidcli.cli.eval_cmd import Device
 CONTRACT = "Files without metadata"
 
 
-def _size(text: str | None) -> tuple[int, int] | None:
+def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     try:
@@ -73,7 +73,7 @@ def embed_cmd(
     from reidcli import api
     from reidcli.reporting import console_reporter
 
-    size_hw = _size(size)
+    size_hw = parse_size(size)
     result = api.embed(
         model,
         tuple(inputs or ()),

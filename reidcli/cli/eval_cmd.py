@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from reidcli.cli.recipe_cmd import SET_HELP
+from reidcli.cli.recipe_cmd import SET_HELP, given_flags
 from reidcli.devices import DEVICES
 from reidcli.recipe.run import Eval, QueryExpansion, Rerank
 
@@ -49,12 +49,7 @@ def default_of(model, name: str):
 
 def flag_overrides(**flags) -> list[str]:
     """`KEY=VALUE` overrides for the flags that were given (not None), in FLAG_KEYS order."""
-    out = []
-    for name, key in FLAG_KEYS.items():
-        value = flags.get(name)
-        if value is not None:
-            out.append(f"{key}={json.dumps(getattr(value, 'value', value))}")
-    return out
+    return given_flags(FLAG_KEYS, flags)
 
 
 PROTOCOL = default_of(Eval, "protocol")

@@ -16,6 +16,21 @@ recipe_app = typer.Typer(
 SET_HELP = "Override a recipe value, e.g. --set optim.lr=3e-4 (value parsed as YAML); repeatable."
 
 
+def given_flags(keys: dict[str, str], flags: dict) -> list[str]:
+    """`KEY=VALUE` recipe overrides for the flags that were given (not None), in `keys` order.
+
+    Args:
+        keys: flag name -> the dotted recipe key it sets.
+        flags: flag name -> value (None: not given; enums give their value).
+    """
+    out = []
+    for name, key in keys.items():
+        value = flags.get(name)
+        if value is not None:
+            out.append(f"{key}={json.dumps(getattr(value, 'value', value))}")
+    return out
+
+
 @recipe_app.command("validate")
 def validate_cmd(
     files: list[Path] = typer.Argument(..., help="Recipe YAML files."),

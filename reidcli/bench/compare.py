@@ -1,0 +1,151 @@
+"""The regression gate: a bench report against a baseline report (no torch).
+
+Size (parameters, GMac, embedding dimension) must match exactly: they depend only on the model
+and its input. Speed is compared row by row, and only where the numbers can be compared at all:
+the same CPU or GPU model, torch version, kernel set and thread count. Otherwise the gate says
+why timing was not compared and checks size alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reidcli.errors import BenchError
+
+SCHEMA_VERSION = 1
+# What identifies a row: two reports time "the same thing" when all of these agree.
+ROW_KEYS = ("mode", "batch", "precision", "channels_last", "cudnn_benchmark", "backend", "compile")
+# Compared exactly (they depend on the model and input, not on the machine).
+SIZE_KEYS = (
+    "model", "input", "flip", "params", "params_without_classifier", "gmacs", "embedding_dim",
+)  # fmt: skip
+# Timing is compared only where these agree.
+TIMING_ENV_KEYS = ("device_name", "torch", "cpu_capability", "threads")
+
+
+def load_report(path: str | Path) -> dict:
+    """A bench report written by `reid bench --out` (or `--json`).
+
+    Raises:
+        BenchError: the file is missing, not JSON, or not a bench report of this schema version.
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no such baseline file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BenchError(f"{path}: not a JSON bench report ({err})") from None
+    check_report(report, str(path))
+    return report
+
+
+def check_report(report: object, source: str = "report") -> dict:
+    """Raise `BenchError` unless `report` has what the gate reads."""
+    if not isinstance(report, dict):
+        raise BenchError(f"{source}: a bench report is a JSON object")
+    version = report.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BenchError(
+            f"{source}: bench schema_version {version!r}; this reid reads {SCHEMA_VERSION} "
+            "(write a new baseline with reid bench --out)"
+        )
+    missing = [k for k in (*SIZE_KEYS, "env", "results") if k not in report]
+    if missing:
+        raise BenchError(f"{source}: not a bench report (missing {', '.join(missing)})")
+    for row in report["results"]:
+        if not isinstance(row, dict) or any(k not in row for k in (*ROW_KEYS, "images_per_s")):
+            raise BenchError(f"{source}: a result row lacks {', '.join(ROW_KEYS)} or images_per_s")
+    return report
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row[k] if not isinstance(row[k], list) else tuple(row[k]) for k in ROW_KEYS)
+
+
+def describe_row(row: dict) -> str:
+    """`eval torch batch 32 bf16 channels_last` — the settings that tell rows apart."""
+    parts = [row["mode"], row["backend"], f"batch {row['batch']}", row["precision"]]
+    if row["channels_last"]:
+        parts.append("channels_last")
+    if row["cudnn_benchmark"]:
+        parts.append("cudnn.benchmark")
+    if row["compile"]:
+        parts.append("compiled")
+    return " ".join(parts)
+
+
+def compare_reports(current: dict, baseline: dict, tolerance: float) -> dict:
+    """Compare `current` with `baseline`; images/s may drop by at most `tolerance` percent.
+
+    Returns:
+        {"passed", "tolerance", "size_mismatches": [{key, baseline, current}],
+        "timing_compared", "timing_not_compared_because", "rows": [{row, baseline, current,
+        change_pct, regression, note}], "regressions": [row descriptions], "not_in_baseline",
+        "not_run"}.
+    """
+    check_report(current, "current report")
+    check_report(baseline, "baseline")
+    if not 0 < tolerance < 100:
+        raise BenchError(f"tolerance must be between 0 and 100 percent, got {tolerance}")
+    size = [
+        {"key": key, "baseline": baseline[key], "current": current[key]}
+        for key in SIZE_KEYS
+        if baseline[key] != current[key]
+    ]
+    env_diff = [
+        f"{key} {baseline['env'].get(key)!r} in the baseline, {current['env'].get(key)!r} here"
+        for key in TIMING_ENV_KEYS
+        if baseline["env"].get(key) != current["env"].get(key)
+    ]
+    base_rows = {row_key(r): r for r in baseline["results"]}
+    current_keys = {row_key(r) for r in current["results"]}
+    rows, regressions, not_in_baseline = [], [], []
+    for row in current["results"]:
+        base = base_rows.get(row_key(row))
+        if base is None:
+            not_in_baseline.append(describe_row(row))
+            continue
+        if env_diff:
+            continue
+        entry = _compare_row(row, base, tolerance)
+        rows.append(entry)
+        if entry["regression"]:
+            regressions.append(f"{entry['row']}: {entry['note']}")
+    not_run = [describe_row(r) for k, r in base_rows.items() if k not in current_keys]
+    return {
+        "passed": not size and not regressions,
+        "tolerance": tolerance,
+        "size_mismatches": size,
+        "timing_compared": not env_diff,
+        "timing_not_compared_because": env_diff,
+        "rows": rows,
+        "regressions": regressions,
+        "not_in_baseline": not_in_baseline,
+        "not_run": not_run,
+    }
+
+
+def _compare_row(row: dict, base: dict, tolerance: float) -> dict:
+    entry = {
+        "row": describe_row(row),
+        "baseline": base["images_per_s"],
+        "current": row["images_per_s"],
+        "change_pct": None,
+        "regression": False,
+        "note": "",
+    }
+    if base["images_per_s"] is None:
+        entry["note"] = "no timing in the baseline"
+    elif row["images_per_s"] is None:
+        entry["regression"] = True
+        entry["note"] = f"timed in the baseline, fails now ({row.get('error')})"
+    else:
+        change = 100.0 * (row["images_per_s"] / base["images_per_s"] - 1.0)
+        entry["change_pct"] = change
+        entry["regression"] = change < -tolerance
+        entry["note"] = f"{change:+.1f}% images/s" + (
+            f" (more than {tolerance:g}% slower)" if entry["regression"] else ""
+        )
+    return entry

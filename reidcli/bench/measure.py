@@ -1,0 +1,368 @@
+"""Size and speed of a catalog model in every setting the recipe's `bench` section asks for.
+
+Eval mode times `EmbeddingGraph` — `model.embed` with the recipe's flip and normalisation, the
+computation `reid eval` scores and `reid export` writes — on one (B, 3, H, W) batch, for each
+backend: PyTorch (eager or `torch.compile`d), a TorchScript trace, or ONNX Runtime on the
+exported file. Train mode times a whole step (forward, the recipe's loss, backward, optimiser)
+at the recipe's P×K batch (× `train.grad_accum`). Each row builds its model afresh with the same
+seed; a row that fails (out of memory, a precision the device lacks) keeps its error and the run
+goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from reidcli.bench.compare import SCHEMA_VERSION
+from reidcli.bench.system import environment, peak_memory_mb, reset_peak_memory
+from reidcli.recipe import Recipe
+from reidcli.reporting import Reporter
+
+log = logging.getLogger(__name__)
+
+# Classifier rows of the benchmarked model: Market-1501's 751 training identities, the heads
+# SPEC's parameter counts include.
+BENCH_CLASSES = 751
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# `--quick`: a preset that finishes in under a minute for LMBN_n on two CPU cores.
+QUICK = {"bench.batch": [1, 8], "bench.warmup": 1, "bench.iters": 5, "bench.seconds": None}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the report: what is timed and how."""
+
+    mode: str
+    batch: int
+    precision: str
+    channels_last: bool
+    cudnn_benchmark: bool | None
+    backend: str
+    compile: bool
+
+
+def plan(recipe: Recipe, device: torch.device) -> list[tuple[Setting, str | None]]:
+    """Every row to time, each with the reason it cannot run here (None when it can)."""
+    cfg = recipe.bench
+    precisions = ["fp32"]
+    if cfg.amp:
+        precisions += list(cfg.dtype or (("fp16",) if device.type == "cuda" else ("bf16",)))
+    layouts = [False, True] if cfg.channels_last else [False]
+    cuda = device.type == "cuda"
+    plain = False if cuda else None  # cudnn.benchmark means nothing on the CPU
+    cudnn = [plain, True] if cfg.cudnn_benchmark else [plain]
+    modes = ["eval", "train"] if cfg.mode == "both" else [cfg.mode]
+    train_batch = recipe.data.p * recipe.data.k * recipe.train.grad_accum
+    rows = []
+    for mode in modes:
+        backends = cfg.backend if mode == "eval" else ("torch",)
+        batches = cfg.batch if mode == "eval" else (train_batch,)
+        for backend in backends:
+            for batch in batches:
+                for precision in precisions:
+                    for channels_last in layouts:
+                        for bench_cudnn in cudnn:
+                            compiled = cfg.compile and backend == "torch"
+                            setting = Setting(
+                                mode, batch, precision, channels_last, bench_cudnn, backend,
+                                compiled,
+                            )  # fmt: skip
+                            rows.append((setting, _not_applicable(setting, cuda)))
+    return rows
+
+
+def _not_applicable(setting: Setting, cuda: bool) -> str | None:
+    if setting.cudnn_benchmark and not cuda:
+        return "not applicable: cuDNN runs only on CUDA devices"
+    if setting.backend != "torch" and setting.precision == "bf16":
+        return f"not applicable: {setting.backend} runs the exported fp32 or fp16 graph"
+    if setting.backend == "onnxruntime" and setting.channels_last:
+        return "not applicable: ONNX Runtime chooses its own memory layout"
+    return None
+
+
+def run_bench(recipe: Recipe, reporter: Reporter | None = None) -> dict:
+    """Measure the recipe's model as its `bench` section says; the report `reid bench` prints.
+
+    Raises:
+        DeviceError: the device does not exist here.
+        RecipeError: the model cannot be built from the recipe.
+    """
+    from reidcli.engine.runtime import resolve_device
+
+    reporter = reporter or Reporter()
+    cfg = recipe.bench
+    device = resolve_device(cfg.device)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(recipe, device, reporter)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(recipe: Recipe, device: torch.device, reporter: Reporter) -> dict:
+    cfg = recipe.bench
+    size = model_size(recipe)
+    rows = plan(recipe, device)
+    results = []
+    reporter.start(f"bench {recipe.model.name}", total=len(rows))
+    with tempfile.TemporaryDirectory(prefix="reid-bench-") as tmp:
+        cache = _Cache(Path(tmp))
+        for setting, reason in rows:
+            results.append(_measure_row(recipe, setting, reason, device, cache))
+            rate = results[-1]["images_per_s"]
+            speed = f"{rate:.1f} images/s" if rate else "—"
+            reporter.advance(info=f"{setting.mode} {setting.batch} {setting.precision}: {speed}")
+    reporter.finish()
+    _add_speedups(results)
+    used = sorted({s.backend for s, _ in rows})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **size,
+        "input": [recipe.data.height, recipe.data.width],
+        "settings": {
+            "warmup": cfg.warmup,
+            "iters": None if cfg.seconds else cfg.iters,
+            "seconds": cfg.seconds,
+            "tolerance": cfg.tolerance,
+            "num_classes": BENCH_CLASSES,
+            "loss": [term.name for term in recipe.loss],
+            "optim": recipe.optim.name,
+        },
+        "env": environment(device, used),
+        "results": results,
+    }
+
+
+def model_size(recipe: Recipe) -> dict:
+    """Parameters (total, trainable, without classifiers) and GMac/GFLOPs of one image.
+
+    `gmacs`/`gflops` are those of the embedding as evaluated (two passes with flip TTA);
+    `forward_gmacs` is one forward pass, the figure papers quote. Counted by
+    `torch.utils.flop_counter` (convolutions and matrix products; MACs = FLOPs / 2).
+    """
+    from reidcli.models.complexity import count_macs, count_parameters
+
+    model = _build(recipe).eval()
+    graph = _graph(recipe, model, fp16=False)
+    image = torch.zeros(1, 3, recipe.data.height, recipe.data.width)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        graph(image)
+    flops = counter.get_total_flops()
+    trainable = sum(p.numel() for _, p in model.named_parameters() if p.requires_grad)
+    return {
+        "model": recipe.model.name,
+        "params": count_parameters(model),
+        "params_trainable": trainable,
+        "params_without_classifier": count_parameters(model, exclude_classifier=True),
+        "gmacs": flops / 2e9,
+        "gflops": flops / 1e9,
+        "forward_gmacs": count_macs(model, recipe.data.height, recipe.data.width) / 1e9,
+        "flip": recipe.eval.flip,
+        "embedding_dim": model.embedding_dim,
+    }
+
+
+def _build(recipe: Recipe):
+    """The recipe's model with fresh weights (speed does not depend on them) and the same seed."""
+    from reidcli.models.catalog import build_model
+
+    torch.manual_seed(0)
+    return build_model(recipe.model.model_copy(update={"pretrained": "none"}), BENCH_CLASSES)
+
+
+def _graph(recipe: Recipe, model, fp16: bool):
+    from reidcli.export.graph import EmbeddingGraph
+
+    data = recipe.data
+    return EmbeddingGraph(
+        model, flip=recipe.eval.flip, normalize=recipe.eval.normalize, mean=data.mean,
+        std=data.std, fp16=fp16,
+    )  # fmt: skip
+
+
+@dataclass
+class _Cache:
+    """Exported graphs, made once per (backend, precision, layout) and reused across batches."""
+
+    folder: Path
+    items: dict = field(default_factory=dict)
+
+    def get(self, key: tuple, make: Callable[[], Callable]) -> Callable:
+        if key not in self.items:
+            self.items[key] = make()
+        return self.items[key]
+
+
+def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dict:
+    row = {
+        **asdict(setting),
+        "images_per_s": None,
+        "latency_ms": None,
+        "peak_memory_mb": None,
+        "speedup": None,
+        "iterations": 0,
+        "error": reason,
+    }
+    if reason is not None:
+        return row
+    cudnn_before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = bool(setting.cudnn_benchmark)
+        reset_peak_memory(device)
+        if setting.mode == "train":
+            step = _train_step(recipe, setting, device)
+        else:
+            step = _eval_step(recipe, setting, device, cache)
+        times = _time(step, recipe.bench, device)
+    except Exception as err:  # out of memory, an unsupported dtype, an exporter failure: the row
+        row["error"] = _one_line(err)
+        log.debug("bench row %s failed", setting, exc_info=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return row
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_before
+    p50, p90, p99 = (float(v) for v in np.percentile(times, [50, 90, 99]))
+    row.update(
+        images_per_s=setting.batch / p50,
+        latency_ms={"p50": p50 * 1e3, "p90": p90 * 1e3, "p99": p99 * 1e3},
+        peak_memory_mb=peak_memory_mb(device),
+        iterations=len(times),
+    )
+    return row
+
+
+def _time(step: Callable[[], None], cfg, device) -> list[float]:
+    """Seconds of each timed iteration (after `cfg.warmup` untimed ones), synchronised on GPU."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(cfg.warmup):
+        step()
+    sync()
+    times: list[float] = []
+    started = time.perf_counter()
+    while True:
+        begin = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - begin)
+        if cfg.seconds is None and len(times) >= cfg.iters:
+            return times
+        if cfg.seconds is not None and time.perf_counter() - started >= cfg.seconds:
+            return times
+
+
+def _images(setting: Setting, recipe: Recipe, device) -> torch.Tensor:
+    shape = (setting.batch, 3, recipe.data.height, recipe.data.width)
+    images = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
+    return images.to(device, memory_format=fmt)
+
+
+def _eval_step(recipe, setting: Setting, device, cache: _Cache) -> Callable[[], None]:
+    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
+    images = _images(setting, recipe, device)
+    fp16 = setting.precision == "fp16"
+    if setting.backend == "torch":
+        graph = _graph(recipe, _build(recipe).eval(), fp16=False).to(device, memory_format=fmt)
+        module = torch.compile(graph) if setting.compile else graph
+        dtype = AMP_DTYPES[setting.precision]
+
+        def step() -> None:
+            with torch.no_grad(), torch.autocast(device.type, dtype, enabled=dtype is not None):
+                module(images)
+
+        return step
+    key = (setting.backend, setting.precision, setting.channels_last)
+    if setting.backend == "torchscript":
+        run = cache.get(key, lambda: _torchscript(recipe, fp16, fmt, images, device))
+    else:
+        run = cache.get(key, lambda: _onnxruntime(recipe, fp16, device, cache.folder))
+        images = images.cpu()  # ONNX Runtime takes numpy arrays
+    return lambda: run(images)
+
+
+def _torchscript(recipe, fp16: bool, fmt, example, device) -> Callable:
+    from reidcli.export.writers import trace_torchscript
+
+    graph = _graph(recipe, _build(recipe).eval(), fp16=fp16).to(device, memory_format=fmt)
+    module = trace_torchscript(graph, example[:2] if example.shape[0] > 1 else example)
+    # As `reid embed` runs a TorchScript file: the profiling executor fuses nothing on the CPU.
+    optimize = device.type != "cpu"
+
+    def run(images: torch.Tensor) -> None:
+        with torch.no_grad(), torch.jit.optimized_execution(optimize):
+            module(images)
+
+    return run
+
+
+def _onnxruntime(recipe, fp16: bool, device, folder: Path) -> Callable:
+    from reidcli.export.runners import open_onnx
+    from reidcli.export.writers import export_onnx, require_onnxruntime
+
+    require_onnxruntime()
+    graph = _graph(recipe, _build(recipe).eval(), fp16=fp16)
+    path = folder / f"model-{'fp16' if fp16 else 'fp32'}.onnx"
+    example = torch.zeros(2, 3, recipe.data.height, recipe.data.width)
+    export_onnx(graph, example, path, opset=recipe.export.opset, dynamic_batch=True)
+    run, _ = open_onnx(path, device.type, recipe.bench.threads)
+    return run
+
+
+def _train_step(recipe: Recipe, setting: Setting, device) -> Callable[[], None]:
+    from reidcli.engine.optim import build_optimizer
+    from reidcli.engine.runtime import Runtime
+    from reidcli.engine.setup import feature_dims
+    from reidcli.engine.step import TrainStep
+    from reidcli.losses.criterion import build_criterion
+
+    runtime = Runtime(
+        device, amp_dtype=AMP_DTYPES[setting.precision], channels_last=setting.channels_last
+    )
+    model = _build(recipe).to(device).train()
+    if setting.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = build_criterion(recipe.loss, BENCH_CLASSES, feature_dims(model, recipe, runtime))
+    optimizer = build_optimizer(recipe.optim, model, criterion.to(device))
+    module = torch.compile(model) if setting.compile else model
+    step = TrainStep(module, criterion, optimizer, runtime, recipe.train.grad_clip)
+    p, k = recipe.data.p, recipe.data.k
+    images = torch.randn(p * k, 3, recipe.data.height, recipe.data.width)
+    labels = torch.arange(p).repeat_interleave(k)
+    micro_batches = [(images, labels)] * recipe.train.grad_accum
+    return lambda: step(micro_batches, 0)
+
+
+def _add_speedups(results: list[dict]) -> None:
+    """Each row's images/s against the plain row of its mode, backend and batch (fp32,
+    contiguous, cudnn.benchmark off, not compiled)."""
+    plain = {
+        (r["mode"], r["backend"], r["batch"]): r["images_per_s"]
+        for r in results
+        if r["precision"] == "fp32" and not r["channels_last"] and not r["cudnn_benchmark"]
+    }
+    for row in results:
+        base = plain.get((row["mode"], row["backend"], row["batch"]))
+        if row["images_per_s"] and base:
+            row["speedup"] = row["images_per_s"] / base
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}".rstrip(": ")

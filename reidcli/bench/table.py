@@ -1,0 +1,105 @@
+"""A bench report and its comparison as rich tables on stderr (no torch)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _console() -> Console:
+    """stderr; at least 120 columns when it is not a terminal (a CI log is not 80 wide), and
+    lines of text are never wrapped (a log is searched for them)."""
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(
+            stderr=True, highlight=False, soft_wrap=True, width=max(console.width, 120)
+        )
+    return console
+
+
+def render_report(report: dict, console: Console | None = None) -> None:
+    console = console or _console()
+    env = report["env"]
+    height, width = report["input"]
+    flip = " with flip TTA" if report["flip"] else ""
+    console.print(
+        f"[bold]{report['model']}[/bold] {height}x{width}: "
+        f"{report['params']:,} params ({report['params_without_classifier']:,} without "
+        f"classifiers), {report['gmacs']:.3g} GMac / {report['gflops']:.3g} GFLOPs per image"
+        f"{flip} ({report['forward_gmacs']:.3g} GMac a forward pass), "
+        f"{report['embedding_dim']}-d embedding"
+    )
+    console.print(
+        f"{env['device_name']} ({env['device']}, {env['cpu_capability']} kernels, "
+        f"{env['threads']} threads), torch {env['torch']}",
+        markup=False,
+    )
+    table = Table()
+    columns = ("mode", "backend", "batch", "setting", "images/s", "ms p50 / p90 / p99")
+    for name in (*columns, "peak MiB", "speed-up"):
+        left = name in ("mode", "backend", "setting")
+        table.add_column(name, justify="left" if left else "right")
+    notes: list[str] = []
+    for row in report["results"]:
+        backend = row["backend"] + (" (compiled)" if row["compile"] else "")
+        head = [row["mode"], backend, str(row["batch"]), _setting(row)]
+        if row["images_per_s"] is None:
+            if row["error"] not in notes:
+                notes.append(row["error"])
+            label = "n/a" if row["error"].startswith("not applicable") else "failed"
+            table.add_row(*head, f"[yellow]{label} [{notes.index(row['error']) + 1}][/yellow]")
+            continue
+        lat = row["latency_ms"]
+        speedup = f"{row['speedup']:.2f}x" if row["speedup"] else ""
+        table.add_row(
+            *head, f"{row['images_per_s']:.1f}",
+            f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}",
+            f"{row['peak_memory_mb']:.0f}", speedup,
+        )  # fmt: skip
+    console.print(table)
+    for number, note in enumerate(notes, 1):
+        console.print(f"[{number}] {note}", markup=False)
+    console.print(
+        "images/s from the median iteration; speed-up against the fp32, contiguous row of the "
+        "same mode, backend and batch; peak memory: "
+        + ("CUDA max allocated" if env["device"] == "cuda" else "the process's peak resident set"),
+        markup=False,
+    )
+
+
+def _setting(row: dict) -> str:
+    parts = [row["precision"]]
+    if row["channels_last"]:
+        parts.append("channels_last")
+    if row["cudnn_benchmark"] is not None:
+        parts.append(f"cudnn.benchmark {'on' if row['cudnn_benchmark'] else 'off'}")
+    return " ".join(parts)
+
+
+def render_comparison(comparison: dict, baseline: str, console: Console | None = None) -> None:
+    console = console or _console()
+    for item in comparison["size_mismatches"]:
+        console.print(
+            f"[red]size differs from {baseline}[/red]: {item['key']} {item['baseline']} in the "
+            f"baseline, {item['current']} now"
+        )
+    if not comparison["timing_compared"]:
+        reasons = "; ".join(comparison["timing_not_compared_because"])
+        console.print(f"timing not compared with {baseline}: {reasons}", markup=False)
+    for entry in comparison["rows"]:
+        colour = "red" if entry["regression"] else "green"
+        console.print(f"[{colour}]{entry['row']}[/{colour}]: {entry['note']}")
+    for label in ("not_in_baseline", "not_run"):
+        if comparison[label]:
+            what = "not in the baseline" if label == "not_in_baseline" else "in the baseline only"
+            console.print(f"{what}: {', '.join(comparison[label])}", markup=False)
+    if comparison["passed"]:
+        console.print(f"[green]no regression against {baseline}[/green]")
+    else:
+        console.print(
+            f"[red]regression against {baseline}[/red]: "
+            + "; ".join(
+                [f"{m['key']} changed" for m in comparison["size_mismatches"]]
+                + comparison["regressions"]
+            )
+        )
