@@ -8,7 +8,7 @@ import pytest
 
 from reidcli import api
 from reidcli.bench import measure
-from reidcli.bench.compare import compare_reports
+from reidcli.bench.compare import best_of, compare_reports
 from reidcli.errors import BenchError, RecipeError
 from reidcli.recipe import load_recipe
 from tests.test_export import run_cli
@@ -134,6 +134,11 @@ def test_side_by_side_layouts_cudnn_backends_and_train(monkeypatch):
     assert all(r["error"].startswith("not applicable: cuDNN") for r in cudnn)
     layout = [r for r in rows if r["backend"] == "onnxruntime" and r["channels_last"]]
     assert all(r["error"].startswith("not applicable") for r in layout)
+    # speed-ups are against eager PyTorch (fp32, contiguous) of the same mode and batch
+    eager = next(r for r in rows if r["mode"] == "eval" and r["backend"] == "torch"
+                 and not r["channels_last"] and not r["cudnn_benchmark"])  # fmt: skip
+    ort = next(r for r in rows if r["backend"] == "onnxruntime" and r["error"] is None)
+    assert ort["speedup"] == pytest.approx(ort["images_per_s"] / eager["images_per_s"])
     # train mode times the recipe's P×K batch times its gradient accumulation
     assert {r["batch"] for r in rows if r["mode"] == "train"} == {2 * 2 * 2}
     assert report["env"]["onnxruntime"]
@@ -169,9 +174,9 @@ def test_seconds_and_threads():
 def test_quick_preset_and_flags_that_win(monkeypatch):
     seen = {}
     monkeypatch.setattr(measure, "run_bench", lambda recipe, reporter: seen.setdefault("r", recipe))
-    api.bench(quick=True, model="osnet_x0_25", overrides={"bench.iters": 2})
+    api.bench(quick=True, model="osnet_x0_25", overrides={"bench.iters": 4})
     bench = seen["r"].bench
-    assert bench.batch == (1, 8) and bench.warmup == 1 and bench.iters == 2
+    assert bench.batch == (1, 2) and bench.warmup == 1 and bench.iters == 4
     assert seen["r"].model.name == "osnet_x0_25"
 
 
@@ -271,6 +276,39 @@ def test_cli_compare_exits_1_on_a_doctored_baseline(tiny_report, tmp_path, capsy
     assert "no regression" in stderr and "images/s" in stderr
     comparison = json.loads(stdout)["comparison"]
     assert comparison["timing_compared"] and len(comparison["rows"]) == 4
+
+
+def test_cli_confirms_a_timing_regression_with_a_second_run(
+    tiny_report, tmp_path, capsys, monkeypatch
+):
+    baseline = copy.deepcopy(tiny_report)
+    for row in baseline["results"]:
+        row["images_per_s"] *= 10
+    path = tmp_path / "fast.json"
+    path.write_text(json.dumps(baseline))
+    calls = []
+    real = measure.run_bench
+
+    def counted(recipe, reporter):
+        calls.append(1)
+        return real(recipe, reporter)
+
+    monkeypatch.setattr(measure, "run_bench", counted)
+    code, _, stderr = run_cli(capsys, "bench", "--model", "osnet_x0_25", "--input", "64x32",
+                              "--batch", "1,2", "--amp", "--warmup", "0", "--iters", "2",
+                              "--compare", str(path))  # fmt: skip
+    assert code == 1 and len(calls) == 2, stderr
+    assert "measuring again to confirm" in stderr and "more than 25% slower" in stderr
+
+
+def test_best_of_keeps_the_faster_row(tiny_report):
+    slow, fast = copy.deepcopy(tiny_report), copy.deepcopy(tiny_report)
+    slow["results"][0]["images_per_s"] = 1.0
+    fast["results"][0]["images_per_s"] = 2.0
+    fast["results"][1].update(images_per_s=None, error="RuntimeError: x")
+    merged = best_of(slow, fast)
+    assert merged["results"][0]["images_per_s"] == 2.0
+    assert merged["results"][1] == slow["results"][1]  # a failure does not replace a timing
 
 
 @pytest.mark.parametrize(

@@ -60,8 +60,8 @@ def render_report(report: dict, console: Console | None = None) -> None:
     for number, note in enumerate(notes, 1):
         console.print(f"[{number}] {note}", markup=False)
     console.print(
-        "images/s from the median iteration; speed-up against the fp32, contiguous row of the "
-        "same mode, backend and batch; peak memory: "
+        "images/s from the median iteration; speed-up against the fp32, contiguous torch row of "
+        "the same mode and batch; peak memory: "
         + ("CUDA max allocated" if env["device"] == "cuda" else "the process's peak resident set"),
         markup=False,
     )
