@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format test test-portable demo schema clean
+.PHONY: install lint format test test-portable bench-gate demo schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,14 +30,25 @@ test: lint
 # runs the CPU-sensitive tests (marked `portable`) as other CPUs would: each kernel set
 # (native = what this CPU picks) with 1 and 2 threads. CI runs the `default` kernel set with 2
 # threads (where the learning test once failed on a Xeon); `make test` itself is native.
+# PORTABLE_ARGS narrows the selection (CI: `-k ...`).
 PORTABLE_MATRIX ?= default:1 default:2 avx2:1 avx2:2 native:1 native:2
+PORTABLE_ARGS ?=
 test-portable: install
 	set -e; for setting in $(PORTABLE_MATRIX); do \
 	  cap=$${setting%%:*}; threads=$${setting##*:}; \
 	  echo "== ATEN_CPU_CAPABILITY=$$cap OMP_NUM_THREADS=$$threads"; \
 	  if [ $$cap = native ]; then unset ATEN_CPU_CAPABILITY; else export ATEN_CPU_CAPABILITY=$$cap; fi; \
-	  OMP_NUM_THREADS=$$threads $(BIN)/python -m pytest -q -m portable; \
+	  OMP_NUM_THREADS=$$threads $(BIN)/python -m pytest -q -m portable $(PORTABLE_ARGS); \
 	done
+
+# The speed and size regression gate: LMBN_n against the committed baseline (sizes always; timing
+# where the CPU, torch version, kernel set and threads match the baseline's).
+BENCH_BASELINE ?= benchmarks/baselines/lmbn_n-quick-cpu.json
+# CI machines are shared: 50 % catches a 2x slowdown without failing on a noisy neighbour.
+BENCH_TOLERANCE ?= 50
+bench-gate: install
+	$(BIN)/reid bench --amp --quick --model lmbn_n --compare $(BENCH_BASELINE) \
+	  --tolerance $(BENCH_TOLERANCE)
 
 schema: install
 	$(BIN)/reid recipe schema > recipes/schema.json

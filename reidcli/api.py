@@ -309,7 +309,7 @@ def bench(
         model: a catalog model name (sets `model.name`).
         overrides: recipe values that win (see `Overrides`).
         quick: the preset that times LMBN_n on two CPU cores in under a minute (batches 1 and
-            8, one warm-up and five timed iterations per row).
+            2, one warm-up and two timed iterations per row).
         reporter: progress, a row at a time (silent when None).
 
     Returns:

@@ -1,5 +1,7 @@
 """Shared fixtures and helpers. Tests run on CPU, offline, on synthetic data."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -19,7 +21,33 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def reid(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
+def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the `reid` command's entry point in this process (in `cwd`), capturing its output.
+
+    The same code as the console script, without a new interpreter importing torch each time
+    (seconds per call); `reid_process` runs a real subprocess where the process itself matters
+    (signals, imports, torchrun).
+    """
+    from reidcli.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, here = sys.argv, os.getcwd()
+    sys.argv = ["reid", *args]
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    return subprocess.CompletedProcess(["reid", *args], code, out.getvalue(), err.getvalue())
+
+
+def reid_process(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m reidcli ARGS` as a real subprocess, capturing text output."""
     return subprocess.run(
         [sys.executable, "-m", "reidcli", *args], capture_output=True, text=True, cwd=cwd, **kwargs
