@@ -28,10 +28,15 @@ def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     (seconds per call); `reid_process` runs a real subprocess where the process itself matters
     (signals, imports, torchrun).
     """
+    import torch
+
     from reidcli.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     argv, here = sys.argv, os.getcwd()
+    # What a run sets for the whole process (`Runtime.from_env`), put back for the next test.
+    kernels = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+               torch.backends.cudnn.benchmark, torch.get_num_threads())  # fmt: skip
     sys.argv = ["reid", *args]
     code = 0
     try:
@@ -40,10 +45,15 @@ def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
             try:
                 main()
             except SystemExit as done:
+                if isinstance(done.code, str):  # sys.exit("message"): printed, exit 1
+                    print(done.code, file=sys.stderr)
                 code = done.code if isinstance(done.code, int) else int(done.code is not None)
     finally:
         os.chdir(here)
         sys.argv = argv
+        torch.use_deterministic_algorithms(kernels[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = kernels[1:3]
+        torch.set_num_threads(kernels[3])
     return subprocess.CompletedProcess(["reid", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -5,12 +5,13 @@ import copy
 import json
 
 import pytest
+import torch
 
 from reidcli import api
 from reidcli.bench import measure
 from reidcli.bench.compare import best_of, compare_reports
 from reidcli.errors import BenchError, RecipeError
-from reidcli.recipe import load_recipe
+from reidcli.recipe import load_recipe, validate_recipe
 from tests.test_export import run_cli
 
 # A tiny model and input: the speed numbers are meaningless, the structure is not.
@@ -144,6 +145,26 @@ def test_side_by_side_layouts_cudnn_backends_and_train(monkeypatch):
     assert report["env"]["onnxruntime"]
 
 
+def test_compile_wraps_the_timed_module_in_both_modes(monkeypatch):
+    # Dynamo traces the real modules; its eager backend stands in for inductor, whose C++ code
+    # generation takes about a minute for the smallest model on two cores.
+    real, compiled = torch.compile, []
+
+    def eager(module, **kwargs):
+        compiled.append(type(module).__name__)
+        return real(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager)
+    report = api.bench(overrides={**TINY, "bench.batch": [1], "bench.warmup": 1, "bench.iters": 1,
+                                  "bench.compile": True, "bench.mode": "both", "data.p": 2,
+                                  "data.k": 2})  # fmt: skip
+    assert compiled == ["EmbeddingGraph", "BackboneBNNeck"]  # what eval scores; the train model
+    assert [(r["mode"], r["compile"], r["error"]) for r in report["results"]] == [
+        ("eval", True, None),
+        ("train", True, None),
+    ]
+
+
 def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch):
     real = measure._eval_step
 
@@ -161,8 +182,6 @@ def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch):
 
 
 def test_seconds_and_threads():
-    import torch
-
     before = torch.get_num_threads()
     report = api.bench(overrides={**TINY, "bench.batch": [1], "bench.seconds": 0.3,
                                   "bench.threads": 1})  # fmt: skip
@@ -188,6 +207,21 @@ def test_quick_preset_and_flags_that_win(monkeypatch):
 def test_invalid_bench_options(override, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe(None, [override])
+
+
+def test_recipes_saved_before_reid_bench_still_load():
+    # the bench section every checkpoint's recipe held before: batch_size and amp: off|bf16|fp16
+    old = {"batch_size": 32, "warmup": 3, "iters": 10, "amp": "bf16", "channels_last": False}
+    bench = validate_recipe({"bench": old}).bench
+    assert bench.batch == (32,) and bench.amp and bench.dtype == ("bf16",)
+    bench = validate_recipe({"bench": {**old, "amp": "off"}}).bench
+    assert not bench.amp and bench.dtype is None
+
+
+def test_dtype_implies_amp():
+    recipe = load_recipe(None, ["bench.dtype=fp16", "bench.batch=1"])
+    rows = measure.plan(recipe, torch.device("cpu"))
+    assert [s.precision for s, _ in rows] == ["fp32", "fp16"]
 
 
 def test_batch_and_lists_accept_one_or_many():
@@ -235,6 +269,22 @@ def test_gate_skips_timing_on_other_hardware_and_says_why(tiny_report):
     assert result["passed"] and not result["timing_compared"] and not result["rows"]
     reasons = " ".join(result["timing_not_compared_because"])
     assert "device_name" in reasons and "threads" in reasons
+
+
+def test_gate_on_a_gpu_ignores_the_host_cpu(tiny_report):
+    current = copy.deepcopy(tiny_report)
+    current["env"].update(device="cuda", device_name="NVIDIA H200", cpu_capability="AVX2")
+    baseline = copy.deepcopy(current)
+    baseline["env"].update(cpu_capability="AVX512", threads=64)  # another host, the same GPU
+    assert compare_reports(current, baseline, 25)["timing_compared"]
+    baseline["env"]["device_name"] = "NVIDIA A100"
+    assert not compare_reports(current, baseline, 25)["timing_compared"]
+
+
+def test_gate_refuses_a_malformed_baseline(tiny_report):
+    broken = {**tiny_report, "results": {"not": "a list"}}
+    with pytest.raises(BenchError, match="must be an object"):
+        compare_reports(tiny_report, broken, 25)
 
 
 def test_gate_a_row_that_fails_now_is_a_regression(tiny_report):
@@ -308,7 +358,10 @@ def test_best_of_keeps_the_faster_row(tiny_report):
     fast["results"][1].update(images_per_s=None, error="RuntimeError: x")
     merged = best_of(slow, fast)
     assert merged["results"][0]["images_per_s"] == 2.0
-    assert merged["results"][1] == slow["results"][1]  # a failure does not replace a timing
+    kept = merged["results"][1]  # a failure does not replace a timing
+    assert kept["images_per_s"] == slow["results"][1]["images_per_s"] and kept["error"] is None
+    # speed-ups follow the merged rows: batch 1 bf16 against the merged batch 1 fp32
+    assert kept["speedup"] == pytest.approx(kept["images_per_s"] / 2.0)
 
 
 @pytest.mark.parametrize(

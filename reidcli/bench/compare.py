@@ -20,8 +20,9 @@ ROW_KEYS = ("mode", "batch", "precision", "channels_last", "cudnn_benchmark", "b
 SIZE_KEYS = (
     "model", "input", "flip", "params", "params_without_classifier", "gmacs", "embedding_dim",
 )  # fmt: skip
-# Timing is compared only where these agree.
-TIMING_ENV_KEYS = ("device_name", "torch", "cpu_capability", "threads")
+# Timing is compared only where these agree (the kernel set and threads only for CPU reports).
+TIMING_ENV_KEYS = ("device", "device_name", "torch")
+CPU_TIMING_ENV_KEYS = ("cpu_capability", "threads")
 
 
 def load_report(path: str | Path) -> dict:
@@ -54,6 +55,8 @@ def check_report(report: object, source: str = "report") -> dict:
     missing = [k for k in (*SIZE_KEYS, "env", "results") if k not in report]
     if missing:
         raise BenchError(f"{source}: not a bench report (missing {', '.join(missing)})")
+    if not isinstance(report["env"], dict) or not isinstance(report["results"], list):
+        raise BenchError(f"{source}: `env` must be an object and `results` a list")
     for row in report["results"]:
         if not isinstance(row, dict) or any(k not in row for k in (*ROW_KEYS, "images_per_s")):
             raise BenchError(f"{source}: a result row lacks {', '.join(ROW_KEYS)} or images_per_s")
@@ -94,9 +97,10 @@ def compare_reports(current: dict, baseline: dict, tolerance: float) -> dict:
         for key in SIZE_KEYS
         if baseline[key] != current[key]
     ]
+    keys = TIMING_ENV_KEYS + (CPU_TIMING_ENV_KEYS if current["env"].get("device") == "cpu" else ())
     env_diff = [
         f"{key} {baseline['env'].get(key)!r} in the baseline, {current['env'].get(key)!r} here"
-        for key in TIMING_ENV_KEYS
+        for key in keys
         if baseline["env"].get(key) != current["env"].get(key)
     ]
     base_rows = {row_key(r): r for r in baseline["results"]}
@@ -139,8 +143,25 @@ def best_of(first: dict, second: dict) -> dict:
             and other["images_per_s"] is not None
             and (row["images_per_s"] is None or other["images_per_s"] > row["images_per_s"])
         )
-        merged.append(other if faster else row)
+        merged.append(dict(other if faster else row))
+    add_speedups(merged)
     return {**first, "results": merged}
+
+
+def add_speedups(results: list[dict]) -> None:
+    """Set each row's `speedup`: its images/s against the plain row of its mode and batch (fp32,
+    contiguous, cudnn.benchmark off) on the torch backend, or on its own backend when torch was
+    not timed."""
+    plain = {
+        (r["mode"], r["backend"], r["batch"]): r["images_per_s"]
+        for r in results
+        if r["precision"] == "fp32" and not r["channels_last"] and not r["cudnn_benchmark"]
+    }
+    for row in results:
+        base = plain.get((row["mode"], "torch", row["batch"])) or plain.get(
+            (row["mode"], row["backend"], row["batch"])
+        )
+        row["speedup"] = row["images_per_s"] / base if row["images_per_s"] and base else None
 
 
 def _compare_row(row: dict, base: dict, tolerance: float) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reidcli.bench.compare import SCHEMA_VERSION
+from reidcli.bench.compare import SCHEMA_VERSION, add_speedups
 from reidcli.bench.system import environment, peak_memory_mb, reset_peak_memory
 from reidcli.recipe import Recipe
 from reidcli.reporting import Reporter
@@ -55,7 +55,7 @@ def plan(recipe: Recipe, device: torch.device) -> list[tuple[Setting, str | None
     """Every row to time, each with the reason it cannot run here (None when it can)."""
     cfg = recipe.bench
     precisions = ["fp32"]
-    if cfg.amp:
+    if cfg.amp or cfg.dtype:  # naming the autocast precisions asks for them
         precisions += list(cfg.dtype or (("fp16",) if device.type == "cuda" else ("bf16",)))
     layouts = [False, True] if cfg.channels_last else [False]
     cuda = device.type == "cuda"
@@ -104,12 +104,21 @@ def run_bench(recipe: Recipe, reporter: Reporter | None = None) -> dict:
     cfg = recipe.bench
     device = resolve_device(cfg.device)
     threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn_deterministic = torch.backends.cudnn.deterministic
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run(recipe, device, reporter)
+        # The default kernels (a caller's deterministic mode would slow every row), and the
+        # caller's random state left as it was (each row seeds its own model).
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        with torch.random.fork_rng(devices=[]):
+            return _run(recipe, device, reporter)
     finally:
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.deterministic = cudnn_deterministic
 
 
 def _run(recipe: Recipe, device: torch.device, reporter: Reporter) -> dict:
@@ -126,7 +135,7 @@ def _run(recipe: Recipe, device: torch.device, reporter: Reporter) -> dict:
             speed = f"{rate:.1f} images/s" if rate else "—"
             reporter.advance(info=f"{setting.mode} {setting.batch} {setting.precision}: {speed}")
     reporter.finish()
-    _add_speedups(results)
+    add_speedups(results)
     used = sorted({s.backend for s, _ in rows})
     return {
         "schema_version": SCHEMA_VERSION,
@@ -219,6 +228,8 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
     if reason is not None:
         return row
     cudnn_before = torch.backends.cudnn.benchmark
+    if setting.compile:
+        torch._dynamo.reset()  # each compiled row starts clean (no recompile limit reached)
     try:
         torch.backends.cudnn.benchmark = bool(setting.cudnn_benchmark)
         reset_peak_memory(device)
@@ -236,10 +247,12 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
     finally:
         torch.backends.cudnn.benchmark = cudnn_before
     p50, p90, p99 = (float(v) for v in np.percentile(times, [50, 90, 99]))
+    # ONNX Runtime allocates GPU memory outside torch's allocator: not measured there.
+    unseen = device.type == "cuda" and setting.backend == "onnxruntime"
     row.update(
         images_per_s=setting.batch / p50,
         latency_ms={"p50": p50 * 1e3, "p90": p90 * 1e3, "p99": p99 * 1e3},
-        peak_memory_mb=peak_memory_mb(device),
+        peak_memory_mb=None if unseen else peak_memory_mb(device),
         iterations=len(times),
     )
     return row
@@ -348,23 +361,6 @@ def _train_step(recipe: Recipe, setting: Setting, device) -> Callable[[], None]:
     labels = torch.arange(p).repeat_interleave(k)
     micro_batches = [(images, labels)] * recipe.train.grad_accum
     return lambda: step(micro_batches, 0)
-
-
-def _add_speedups(results: list[dict]) -> None:
-    """Each row's images/s against the plain row of its mode and batch: fp32, contiguous,
-    cudnn.benchmark off, on the torch backend (or on the row's own backend when torch was not
-    timed)."""
-    plain = {
-        (r["mode"], r["backend"], r["batch"]): r["images_per_s"]
-        for r in results
-        if r["precision"] == "fp32" and not r["channels_last"] and not r["cudnn_benchmark"]
-    }
-    for row in results:
-        base = plain.get((row["mode"], "torch", row["batch"])) or plain.get(
-            (row["mode"], row["backend"], row["batch"])
-        )
-        if row["images_per_s"] and base:
-            row["speedup"] = row["images_per_s"] / base
 
 
 def _one_line(err: BaseException) -> str:

@@ -54,7 +54,7 @@ def render_report(report: dict, console: Console | None = None) -> None:
         table.add_row(
             *head, f"{row['images_per_s']:.1f}",
             f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}",
-            f"{row['peak_memory_mb']:.0f}", speedup,
+            "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}", speedup,
         )  # fmt: skip
     console.print(table)
     for number, note in enumerate(notes, 1):

@@ -64,6 +64,7 @@ def main() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelFormatter())
     package_log = logging.getLogger("reidcli")
+    level = package_log.level
     package_log.addHandler(handler)
     package_log.setLevel(logging.WARNING)
     try:
@@ -76,3 +77,4 @@ def main() -> None:
         sys.exit(130)
     finally:
         package_log.removeHandler(handler)  # main() may run again in the same process
+        package_log.setLevel(level)

@@ -69,7 +69,9 @@ def bench_cmd(
         None, "--amp/--no-amp", help="Time autocast beside fp32 (CPU: bf16) and print the gain."
     ),
     dtype: str | None = typer.Option(
-        None, "--dtype", help="Autocast precisions with --amp: bf16, fp16 or bf16,fp16."
+        None,
+        "--dtype",
+        help="Autocast precisions beside fp32 (implies --amp): bf16, fp16 or bf16,fp16.",
     ),
     channels_last: bool | None = typer.Option(
         None, "--channels-last/--no-channels-last", help="Time channels_last beside contiguous."

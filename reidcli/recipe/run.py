@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from reidcli.recipe.base import Section
 
@@ -116,7 +116,9 @@ class Bench(Section):
     )
     amp: bool = Field(False, description="time autocast beside fp32")
     dtype: tuple[Literal["bf16", "fp16"], ...] | None = Field(
-        None, description="autocast precisions with amp (default: bf16 on CPU, fp16 on CUDA)"
+        None,
+        description="autocast precisions timed beside fp32 (implies amp; default with amp: "
+        "bf16 on CPU, fp16 on CUDA)",
     )
     channels_last: bool = Field(False, description="time channels_last beside contiguous")
     cudnn_benchmark: bool = Field(False, description="time cudnn.benchmark on beside off (CUDA)")
@@ -134,6 +136,22 @@ class Bench(Section):
     tolerance: float = Field(
         25.0, gt=0, lt=100, description="--compare: the images/s drop (percent) that fails"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_layout(cls, value):
+        # Recipes saved before `reid bench` existed (every checkpoint holds its resolved recipe)
+        # have `batch_size` and `amp: off|bf16|fp16`; they read as `batch` and `amp` + `dtype`.
+        if isinstance(value, dict):
+            value = dict(value)
+            if "batch_size" in value and "batch" not in value:
+                value["batch"] = value.pop("batch_size")
+            if isinstance(value.get("amp"), str) and value["amp"] in ("off", "bf16", "fp16"):
+                amp = value.pop("amp")
+                value["amp"] = amp != "off"
+                if amp != "off":
+                    value.setdefault("dtype", [amp])
+        return value
 
     @field_validator("batch", "dtype", "backend", mode="before")
     @classmethod
