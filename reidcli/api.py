@@ -6,6 +6,8 @@ Importing this module does not import torch; each verb imports what it needs.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +20,8 @@ from reidcli.reporting import Reporter
 if TYPE_CHECKING:
     from reidcli.engine.trainer import TrainResult
     from reidcli.recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 # Recipe overrides: `KEY=VALUE` strings as `--set` takes them, or a {dotted key: value} mapping.
 Overrides = Sequence[str] | Mapping[str, Any]
@@ -65,6 +69,9 @@ def train(
 ) -> TrainResult:
     """Train as the recipe describes, writing checkpoints and logs to a run folder.
 
+    Under `torchrun --max-restarts N`, a restarted group (`TORCHELASTIC_RESTART_COUNT` > 0)
+    continues `out_dir` from its `last.pt` as if `resume` were given.
+
     Args:
         recipe: a `Recipe`, a recipe file, or None with `resume` (the run's own recipe.yaml).
         out_dir: the run folder; default `runs/<recipe name>-<date>-<time>`.
@@ -82,6 +89,12 @@ def train(
     from reidcli.recipe import load_recipe, override_recipe
 
     check_device(device)
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts and not resume and resume_from is None and out_dir is not None:
+        # torchrun --max-restarts restarted the group after a rank died: continue the run.
+        resume = (Path(out_dir) / "last.pt").is_file()
+        if resume:
+            log.warning("torchrun restart %d: continuing %s from its last.pt", restarts, out_dir)
     if resume:
         if out_dir is None:
             raise RecipeError("resume continues a run folder: give it (--out RUN_DIR)")

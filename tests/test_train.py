@@ -235,6 +235,65 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path, dataset):
     assert_same_weights(final_weights(full), final_weights(stopped))
 
 
+def test_sigusr1_saves_and_a_torchrun_restart_continues(tmp_path, dataset, monkeypatch):
+    from reidcli.engine.interrupt import exit_code
+    from reidcli.engine.step import TrainStep
+
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0)
+    run = tmp_path / "run"
+    real, calls = TrainStep.__call__, []
+
+    def preempted(self, batches, step):  # Slurm's warning signal arrives during the third step
+        calls.append(step)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real(self, batches, step)
+
+    monkeypatch.setattr(TrainStep, "__call__", preempted)
+    done = reid("train", str(recipe_path), "--out", str(run))
+    assert done.returncode == exit_code("SIGUSR1") == 138, done.stderr
+    assert "SIGUSR1: saved" in done.stderr and "continue with --resume" in done.stderr
+    state = load_checkpoint(run / "last.pt")
+    assert (state["epoch"], state["step"]) == (0, 3)
+    monkeypatch.setattr(TrainStep, "__call__", real)
+    # The same command again is refused, unless torchrun restarted it (--max-restarts).
+    with pytest.raises(TrainingError, match="already holds a run"):
+        api.train(recipe_path, run, device="cpu")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    result = api.train(recipe_path, run, device="cpu")
+    assert result.status == "completed" and result.epochs_done == 2
+
+
+def test_checkpoint_every_steps_and_keep_epochs(tmp_path, dataset, monkeypatch):
+    import reidcli.engine.trainer as trainer
+
+    saved, real = [], trainer.save_checkpoint
+
+    def recording(path, state):
+        saved.append((Path(path).name, state["epoch"], state["step"], state["batch_in_epoch"]))
+        return real(path, state)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", recording)
+    recipe = load_recipe(write_recipe(
+        tmp_path, dataset, train__epochs=2, train__eval_every=0,
+        train__checkpoint={"every_steps": 3, "keep_epochs": True},
+    ))  # fmt: skip
+    result = api.train(recipe, tmp_path / "run", device="cpu")
+    steps_per_epoch = result.steps // 2
+    mid = [(e, s) for name, e, s, b in saved if name == "last.pt" and b > 0]
+    # every 3rd step inside an epoch (an epoch's last step saves at the epoch's end instead)
+    expected = [(s // steps_per_epoch if s % steps_per_epoch else s // steps_per_epoch - 1, s)
+                for s in range(3, result.steps + 1, 3) if s % steps_per_epoch]  # fmt: skip
+    assert mid == expected and mid
+    ends = [(name, e, s) for name, e, s, b in saved if b == 0]
+    assert ends == [
+        ("last.pt", 1, steps_per_epoch), ("epoch_001.pt", 1, steps_per_epoch),
+        ("last.pt", 2, result.steps), ("epoch_002.pt", 2, result.steps),
+    ]  # fmt: skip
+    for number in (1, 2):
+        assert load_checkpoint(tmp_path / "run" / f"epoch_{number:03d}.pt")["epoch"] == number
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, dataset, monkeypatch):
     import reidcli.engine.setup as setup
 

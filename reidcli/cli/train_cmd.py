@@ -55,7 +55,9 @@ def train_cmd(
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     if result.status == "interrupted":
-        raise typer.Exit(143 if result.signal == "SIGTERM" else 130)
+        from reidcli.engine.interrupt import exit_code
+
+        raise typer.Exit(exit_code(result.signal or "SIGTERM"))
 
 
 def _render(summary: dict) -> None:

@@ -1,10 +1,22 @@
-"""SIGINT/SIGTERM become a request to stop at the next step boundary."""
+"""SIGINT, SIGTERM and SIGUSR1 (what Slurm sends before it kills a job) become a request to stop
+at the next step boundary."""
 
 import signal
 import threading
 
 import torch
 import torch.distributed as dist
+
+# The signals that stop a run cleanly; the process then exits with 128 + the signal's number.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
+
+
+def exit_code(signal_name: str) -> int:
+    """The conventional exit status of a process stopped by `signal_name` (SIGINT: 130,
+    SIGTERM: 143, SIGUSR1: 138)."""
+    return 128 + int(signal.Signals[signal_name])
 
 
 class StopRequest:
@@ -16,7 +28,7 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
