@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from reidcli import api
-from reidcli.engine.checkpoint import load_checkpoint
+from reidcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from reidcli.errors import DatasetError, RecipeError, TrainingError
 from reidcli.recipe import load_recipe
 from tests.conftest import reid
@@ -256,6 +256,11 @@ def test_sigusr1_saves_and_a_torchrun_restart_continues(tmp_path, dataset, monke
     state = load_checkpoint(run / "last.pt")
     assert (state["epoch"], state["step"]) == (0, 3)
     monkeypatch.setattr(TrainStep, "__call__", real)
+    # Resuming with another number of processes is refused (the batch sequence depends on it).
+    state["world_size"] = 2
+    save_checkpoint(tmp_path / "two.pt", state)
+    with pytest.raises(TrainingError, match=r"trained with 2 process\(es\) and is resumed with 1"):
+        api.train(recipe_path, tmp_path / "other", resume_from=tmp_path / "two.pt", device="cpu")
     # The same command again is refused, unless torchrun restarted it (--max-restarts).
     with pytest.raises(TrainingError, match="already holds a run"):
         api.train(recipe_path, run, device="cpu")

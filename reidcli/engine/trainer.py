@@ -151,6 +151,7 @@ class Trainer:
             "recipe": json.dumps(self.recipe.to_dict()),
             "num_classes": self.data.num_classes,
             "model_name": self.recipe.model.name,
+            "world_size": self.runtime.world_size,
         }
 
     def restore(self, state: dict) -> None:
@@ -158,6 +159,14 @@ class Trainer:
             raise TrainingError(
                 f"checkpoint has {state['num_classes']} classes, the dataset has "
                 f"{self.data.num_classes}; resume with the dataset the run started on"
+            )
+        saved = state.get("world_size")  # absent in checkpoints written before it was recorded
+        if saved is not None and saved != self.runtime.world_size:
+            raise TrainingError(
+                f"this run trained with {saved} process(es) and is resumed with "
+                f"{self.runtime.world_size}: the batch sequence and the global batch depend on "
+                f"the number of processes, so resume it with {saved} (torchrun "
+                f"--nproc-per-node/--nnodes giving a world size of {saved})"
             )
         self.parts.bare_model.load_state_dict(state["model"])
         self.parts.criterion.load_state_dict(state["criterion"])
