@@ -42,7 +42,9 @@ test-portable: install
 	done
 
 # The speed and size regression gate: LMBN_n against the committed baseline (sizes always; timing
-# where the CPU, torch version, kernel set and threads match the baseline's).
+# where the CPU, torch version, kernel set and threads match the baseline's). The baseline is the
+# faster of two `reid bench --amp --quick --model lmbn_n` runs per setting
+# (`reidcli.bench.compare.best_of`), on an idle 2-core AMD EPYC Zen 3.
 BENCH_BASELINE ?= benchmarks/baselines/lmbn_n-quick-cpu.json
 # CI machines are shared: 50 % catches a 2x slowdown without failing on a noisy neighbour.
 BENCH_TOLERANCE ?= 50
