@@ -385,6 +385,36 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset):
     assert set(state["criterion"]) == {"centers.512"}
 
 
+def test_two_nodes_c10d_rendezvous(tmp_path, dataset):
+    # Two torchrun launches on this machine, one process each, meeting at a c10d rendezvous as
+    # two machines would; the run folder is shared (as on shared storage).
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=2)
+    run = tmp_path / "nodes"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+              "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-id", "reid-test",
+              "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "reidcli", "train",
+              str(recipe_path), "--out", str(run), "--json"]  # fmt: skip
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    nodes = [subprocess.Popen(launch, cwd=ROOT, env=env, **pipes) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    # rank 0 alone writes the summary, the metrics and the checkpoints; validation runs once
+    summaries = [out.strip().splitlines()[-1] for out, _ in outputs if out.strip()]
+    assert len(summaries) == 1 and json.loads(summaries[0])["status"] == "completed"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "val"] == [2]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    state = load_checkpoint(run / "last.pt")
+    assert state["epoch"] == 2 and state["world_size"] == 2
+
+
 def test_tensorboard_and_wandb_offline_logging(tmp_path, dataset, monkeypatch):
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
