@@ -165,6 +165,12 @@ def test_console_reporter_plain_lines(tmp_path, dataset):
     assert "validation after epoch 1: mAP" in text
 
 
+def torchrun(*args: str) -> list[str]:
+    """`reid train ARGS` under torchrun: two processes on this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            "2", "-m", "reidcli", "train", *args]  # fmt: skip
+
+
 def wait_for(predicate, timeout: float = 300.0) -> None:
     deadline = time.time() + timeout
     while not predicate():
@@ -368,11 +374,8 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset):
     recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=2, loss=loss)
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "reidcli", "train", str(recipe_path), "--out", str(run), "--json"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+    done = subprocess.run(torchrun(str(recipe_path), "--out", str(run), "--json"), cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "completed"
@@ -383,6 +386,41 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset):
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] == 2
     assert set(state["criterion"]) == {"centers.512"}
+
+
+def test_ddp_sigkill_mid_epoch_and_resume_is_bit_identical(tmp_path, dataset):
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0,
+                               train__checkpoint={"every_steps": 2})  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    done = subprocess.run(torchrun(str(recipe_path), "--out", str(full)), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    # its own session, so that SIGKILL reaches torchrun and both training processes at once
+    proc = subprocess.Popen(torchrun(str(recipe_path), "--out", str(killed)), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+
+    def mid_epoch_two() -> bool:
+        if not (killed / "last.pt").exists():
+            return False
+        time.sleep(0.2)
+        state = load_checkpoint(killed / "last.pt")
+        return state["epoch"] == 1 and state["batch_in_epoch"] > 0
+
+    try:
+        wait_for(mid_epoch_two)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = load_checkpoint(killed / "last.pt")
+    assert state["epoch"] == 1 and state["batch_in_epoch"] > 0 and state["world_size"] == 2
+    done = subprocess.run(torchrun("--resume", "--out", str(killed)), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_weights(final_weights(full), final_weights(killed))
 
 
 def test_two_nodes_c10d_rendezvous(tmp_path, dataset):
