@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 # Classifier rows of the benchmarked model: Market-1501's 751 training identities, the heads
 # SPEC's parameter counts include.
 BENCH_CLASSES = 751
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # `--quick`: a preset that finishes in under a minute for LMBN_n on two CPU cores, with `--amp`
 # too (a CPU without native bf16 runs an LMBN_n bf16 batch of 2 in about 9 s).
 QUICK = {"bench.batch": [1, 2], "bench.warmup": 1, "bench.iters": 2, "bench.seconds": None}
@@ -258,6 +257,13 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
     return row
 
 
+def _autocast_dtype(precision: str) -> torch.dtype | None:
+    """A row's precision (fp32, bf16, fp16) as the autocast dtype the training runtime uses."""
+    from reidcli.engine.runtime import AMP_DTYPES
+
+    return AMP_DTYPES["off" if precision == "fp32" else precision]
+
+
 def _time(step: Callable[[], None], cfg, device) -> list[float]:
     """Seconds of each timed iteration (after `cfg.warmup` untimed ones), synchronised on GPU."""
 
@@ -295,7 +301,7 @@ def _eval_step(recipe, setting: Setting, device, cache: _Cache) -> Callable[[], 
     if setting.backend == "torch":
         graph = _graph(recipe, _build(recipe).eval(), fp16=False).to(device, memory_format=fmt)
         module = torch.compile(graph) if setting.compile else graph
-        dtype = AMP_DTYPES[setting.precision]
+        dtype = _autocast_dtype(setting.precision)
 
         def step() -> None:
             with torch.no_grad(), torch.autocast(device.type, dtype, enabled=dtype is not None):
@@ -347,7 +353,7 @@ def _train_step(recipe: Recipe, setting: Setting, device) -> Callable[[], None]:
     from reidcli.losses.criterion import build_criterion
 
     runtime = Runtime(
-        device, amp_dtype=AMP_DTYPES[setting.precision], channels_last=setting.channels_last
+        device, amp_dtype=_autocast_dtype(setting.precision), channels_last=setting.channels_last
     )
     model = _build(recipe).to(device).train()
     if setting.channels_last:
