@@ -47,3 +47,7 @@ class BenchError(ReidError):
     """A bench baseline that cannot be read or compared (usage error)."""
 
     exit_code = 2
+
+
+class GalleryIndexError(ReidError):
+    """A gallery index that is missing, corrupt, or does not fit the features given to it."""

@@ -1,0 +1,172 @@
+"""The single-file index container: sections of bytes, then a JSON header, then a trailer.
+
+    [section 0][section 1]...[header JSON][header length: uint64 LE][MAGIC]
+
+The header names each section's offset and length and holds the index's metadata. Sections are
+written in one pass (the faiss index streams straight to the file) and read back at their
+offsets; arrays may be memory-mapped. A file is written beside its destination and renamed into
+place, so a reader sees the old index or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import mmap as mmap_module
+import os
+import struct
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from reidcli.errors import GalleryIndexError
+
+MAGIC = b"REIDIDX1"
+TRAILER = struct.Struct("<Q8s")
+ALIGN = 64
+
+
+class Writer:
+    """Sections appended to an open file, then `finish(meta)` writes the header and trailer."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.sections: dict[str, dict] = {}
+
+    def _pad(self) -> None:
+        self.handle.write(b"\0" * (-self.handle.tell() % ALIGN))
+
+    def stream(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+        """A section whose bytes `write(handle)` produces."""
+        self._pad()
+        start = self.handle.tell()
+        write(self.handle)
+        self.sections[name] = {"offset": start, "nbytes": self.handle.tell() - start}
+
+    def array(self, name: str, values: np.ndarray) -> None:
+        """A C-ordered array section (its dtype and shape go into the header)."""
+        values = np.ascontiguousarray(values)
+        self.stream(name, lambda handle: _write_array(handle, values))
+        self.sections[name] |= {"dtype": values.dtype.str, "shape": list(values.shape)}
+
+    def strings(self, name: str, values) -> None:
+        """A list of strings: UTF-8 bytes and an int64 offsets array (`NAME.offsets`)."""
+        encoded = [str(v).encode("utf-8") for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        self.stream(name, lambda handle: handle.write(b"".join(encoded)))
+        self.array(f"{name}.offsets", offsets)
+
+    def finish(self, meta: dict) -> None:
+        header = json.dumps({"meta": meta, "sections": self.sections}).encode("utf-8")
+        self.handle.write(header)
+        self.handle.write(TRAILER.pack(len(header), MAGIC))
+
+
+def _write_array(handle: BinaryIO, values: np.ndarray) -> None:
+    step = max(1, (64 << 20) // max(1, values.itemsize * int(np.prod(values.shape[1:]))))
+    for start in range(0, max(1, len(values)), step):  # bounded copies of a memory map
+        handle.write(values[start : start + step].tobytes())
+
+
+@contextmanager
+def atomic_write(path: Path):
+    """A `Writer` on a temporary file beside `path`, renamed onto it when the block succeeds.
+
+    An exception (or an interruption) leaves `path` as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            yield Writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Reader:
+    """The header and sections of a container file.
+
+    Raises:
+        GalleryIndexError: a missing file, or one that is not a complete index container.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise GalleryIndexError(f"{path}: no such index file")
+        self.size = path.stat().st_size
+        try:
+            with path.open("rb") as handle:
+                if self.size < TRAILER.size:
+                    raise ValueError("too short")
+                handle.seek(self.size - TRAILER.size)
+                length, magic = TRAILER.unpack(handle.read(TRAILER.size))
+                if magic != MAGIC or length > self.size - TRAILER.size:
+                    raise ValueError("no index trailer (truncated, or not written by reid)")
+                handle.seek(self.size - TRAILER.size - length)
+                header = json.loads(handle.read(length).decode("utf-8"))
+            self.meta, self.sections = header["meta"], header["sections"]
+            end = self.size - TRAILER.size - length
+            for name, section in self.sections.items():
+                if section["offset"] < 0 or section["offset"] + section["nbytes"] > end:
+                    raise ValueError(f"section {name} lies outside the file")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise GalleryIndexError(f"{path}: not a readable reid index ({err})") from None
+
+    def _section(self, name: str) -> dict:
+        if name not in self.sections:
+            raise GalleryIndexError(f"{self.path}: the index has no {name!r} section")
+        return self.sections[name]
+
+    def array(self, name: str, mmap: bool = False) -> np.ndarray:
+        section = self._section(name)
+        dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
+        if int(np.prod(shape)) * dtype.itemsize != section["nbytes"]:
+            raise GalleryIndexError(f"{self.path}: section {name} has the wrong length")
+        if mmap and section["nbytes"]:
+            mapped = np.memmap(self.path, dtype, "r", section["offset"], shape)
+            handle = getattr(mapped, "_mmap", None)
+            if handle is not None and hasattr(mmap_module, "MADV_RANDOM"):
+                handle.madvise(mmap_module.MADV_RANDOM)  # rows are read a few at a time
+            return mapped
+        with self.path.open("rb") as handle:
+            handle.seek(section["offset"])
+            return np.fromfile(handle, dtype, int(np.prod(shape))).reshape(shape)
+
+    def strings(self, name: str) -> np.ndarray:
+        offsets = self.array(f"{name}.offsets")
+        section = self._section(name)
+        if offsets.size == 0 or offsets[-1] != section["nbytes"] or (np.diff(offsets) < 0).any():
+            raise GalleryIndexError(f"{self.path}: section {name} is inconsistent")
+        with self.path.open("rb") as handle:
+            handle.seek(section["offset"])
+            data = handle.read(section["nbytes"])
+        try:
+            return np.array(
+                [data[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)],
+                dtype=object,
+            )
+        except UnicodeDecodeError as err:
+            raise GalleryIndexError(f"{self.path}: section {name} is not UTF-8 ({err})") from None
+
+    def stream(self, name: str, read: Callable[[Callable[[int], bytes]], object]):
+        """`read(chunk)` where `chunk(n)` returns the section's next (at most n) bytes."""
+        section = self._section(name)
+        with self.path.open("rb") as handle:
+            handle.seek(section["offset"])
+            left = section["nbytes"]
+
+            def chunk(n: int) -> bytes:
+                nonlocal left
+                data = handle.read(min(n, left))
+                left -= len(data)
+                return data
+
+            return read(chunk)
