@@ -147,6 +147,31 @@ def test_every_backend_gives_the_same_features(run, exported, crops, tmp_path, c
     assert not (tmp_path / "strict.npz").exists()
 
 
+def test_search_embeds_image_queries_as_embed_does(run, exported, crops, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    gallery = tmp_path / "gallery.npz"
+    code, _, stderr = embed(capsys, run, crops["folder"], "--out", gallery, "--device", "cpu")
+    assert code == 0, stderr
+    with np.load(gallery) as saved:  # a checkpoint's file states the distance it is scored by
+        assert str(saved["distance"]) == "cosine"
+    api.index_build(gallery, tmp_path / "g.idx")
+    args = ["--model", str(exported["onnx"]), "--topk", "2", "--json", "-q"]
+    code, stdout, stderr = run_cli(
+        capsys, "search", str(tmp_path / "g.idx"), str(crops["single"]), *args
+    )
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert [e["path"] for e in doc] == [str(crops["single"])] and len(doc[0]["hits"]) == 2
+    queries = tmp_path / "queries.npz"
+    code, _, stderr = embed(capsys, exported["onnx"], crops["single"], "--out", queries)
+    with np.load(queries) as saved:  # an export does not record one
+        assert "distance" not in saved.files
+    expected = api.search(tmp_path / "g.idx", queries, topk=2)["results"]
+    assert [h["path"] for h in doc[0]["hits"]] == [h["path"] for h in expected[0]["hits"]]
+    np.testing.assert_allclose([h["distance"] for h in doc[0]["hits"]],
+                               [h["distance"] for h in expected[0]["hits"]], atol=1e-6)  # fmt: skip
+
+
 def test_onnx_without_metadata_needs_the_contract(exported, crops, tmp_path, capsys):
     bare = tmp_path / "bare.onnx"
     model = onnx.load(str(exported["onnx"]))

@@ -1,4 +1,5 @@
-"""`reid eval --features` and `reid rerank` never import torch (whole CLI, real subprocesses)."""
+"""`reid eval --features`, `reid rerank`, `reid index` and `reid search` on features never
+import torch (whole CLI, real subprocesses)."""
 
 import json
 import subprocess
@@ -91,3 +92,18 @@ def test_bench_refuses_a_bad_baseline_before_importing_torch(tmp_path):
     out = _run("bench", "--compare", str(tmp_path / "missing.json"))
     assert out.returncode == 2 and "no such baseline file" in out.stderr, out.stderr
     assert "TORCH-CHECK (0, [])" in out.stderr, out.stderr
+
+
+def test_index_commands_do_not_import_torch(features_file, tmp_path):
+    pytest.importorskip("faiss")
+    index = tmp_path / "g.idx"
+    for args in (
+        ("index", "build", str(features_file), "--out", str(index), "--json"),
+        ("index", "remove", str(index), "--pid", "3", "--json"),
+        ("search", str(index), str(features_file), "--json"),
+        ("eval", "--features", str(features_file), "--index", str(index), "--json"),
+    ):
+        out = _run(*args)
+        assert out.returncode == 0, out.stderr
+        assert "TORCH-CHECK (0, [])" in out.stderr, out.stderr
+    assert len(json.loads(out.stdout)["index"]) > 0

@@ -10,6 +10,7 @@ from reidcli.cli.bench_cmd import bench_cmd
 from reidcli.cli.embed_cmd import embed_cmd
 from reidcli.cli.eval_cmd import eval_cmd
 from reidcli.cli.export_cmd import export_cmd
+from reidcli.cli.index_cmd import index_app, search_cmd
 from reidcli.cli.prepare_cmd import prepare_cmd
 from reidcli.cli.recipe_cmd import recipe_app
 from reidcli.cli.rerank_cmd import rerank_cmd
@@ -20,7 +21,7 @@ app = typer.Typer(
     name="reid",
     help=(
         "Person re-identification: prepare data, train LightMBN and baselines, evaluate, "
-        "re-rank, export, embed, benchmark."
+        "re-rank, export, embed, benchmark, index and search galleries."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -28,6 +29,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(recipe_app, name="recipe")
+app.add_typer(index_app, name="index")
 app.command("prepare")(prepare_cmd)
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
@@ -35,6 +37,7 @@ app.command("rerank")(rerank_cmd)
 app.command("export")(export_cmd)
 app.command("embed")(embed_cmd)
 app.command("bench")(bench_cmd)
+app.command("search")(search_cmd)
 
 
 def _version(value: bool) -> None:

@@ -19,6 +19,8 @@ from reidcli.recipe.run import Eval, QueryExpansion, Rerank
 Device = StrEnum("Device", {name: name for name in DEVICES})
 Distance = StrEnum("Distance", {name: name for name in ("cosine", "euclidean")})
 Protocol = StrEnum("Protocol", {name: name for name in ("market", "cuhk03")})
+IndexBackend = StrEnum("IndexBackend", {name: name for name in ("faiss", "milvus")})
+INDEX = "Gallery index"
 
 
 class Split(StrEnum):
@@ -63,7 +65,7 @@ def print_result(metrics: dict, as_json: bool, title: str) -> None:
     render_metrics(metrics, title=title)
     if as_json:
         doc = public_metrics(metrics)
-        for key in ("figures", "checkpoint", "split", "data_root"):
+        for key in ("figures", "checkpoint", "split", "data_root", "index", "exact"):
             if key in metrics:
                 doc[key] = metrics[key]
         if "out" in metrics.get("reranked", {}):
@@ -146,6 +148,31 @@ def eval_cmd(
     vis_dir: Path | None = typer.Option(
         None, "--vis-dir", help="Folder for --visualize PNGs (default: beside the features file)."
     ),
+    index: str | None = typer.Option(
+        None,
+        "--index",
+        help="With --features: rank against this gallery index's top-K.",
+        rich_help_panel=INDEX,
+    ),
+    index_topk: int = typer.Option(
+        100,
+        "--index-topk",
+        min=1,
+        help="Hits per query taken from the index.",
+        rich_help_panel=INDEX,
+    ),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", min=1, help="IVF-PQ lists searched.", rich_help_panel=INDEX
+    ),
+    ef_search: int | None = typer.Option(
+        None, "--ef-search", min=1, help="HNSW search beam.", rich_help_panel=INDEX
+    ),
+    backend: IndexBackend = typer.Option(
+        "faiss", "--backend", help="Index backend: faiss or milvus.", rich_help_panel=INDEX
+    ),
+    uri: str | None = typer.Option(
+        None, "--uri", help="Milvus server or Milvus Lite file.", rich_help_panel=INDEX
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
@@ -171,9 +198,21 @@ def eval_cmd(
         visualize=visualize,
         visualize_dir=vis_dir,
         device=device.value,
+        index=index,
+        index_topk=index_topk,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        backend=backend.value,
+        uri=uri,
         reporter=console_reporter(quiet),
     )
     source = features.name if features else metrics.get("checkpoint", "")
+    if index is not None:
+        source += f" against {index} (top-{index_topk})"
+        if "exact" in metrics:
+            from reidcli.metrics.report import render_metrics
+
+            render_metrics(metrics["exact"], title="exact (dense distances)")
     print_result(metrics, as_json, title=f"evaluation of {source}")
     if not quiet:
         for key in ("features_file", "eval_json"):

@@ -64,6 +64,7 @@ def embed_images(
     runner, defaults = load_runner(model, device, _override(size, mean, std), recipe)
     batch_size = _batch_size(runner, batch_size, defaults[0])
     workers = defaults[1] if workers is None else workers
+    stated = {} if defaults[2] is None else {"distance": np.asarray(defaults[2])}
     out = Path(out) if out is not None else Path("features.npz")
     started = time.perf_counter()
     if dataset is not None:
@@ -71,7 +72,8 @@ def embed_images(
     else:
         paths = collect_inputs(inputs)
         feats, kept, skipped = run_images(runner, paths, batch_size, workers, strict, reporter)
-        _save(out, lambda tmp: _savez(tmp, features=feats, paths=np.asarray(kept, dtype=str)))
+        paths = np.asarray(kept, dtype=str)
+        _save(out, lambda tmp: _savez(tmp, features=feats, paths=paths, **stated))
         result = {"num_images": len(kept), "embedding_dim": int(feats.shape[1]),
                   "skipped": skipped}  # fmt: skip
     seconds = time.perf_counter() - started
@@ -87,7 +89,8 @@ def embed_images(
 
 
 def load_runner(model, device: str, override: InputContract | None, recipe) -> tuple:
-    """The runner of MODEL and its default (batch size, workers).
+    """The runner of MODEL and its defaults: (batch size, workers, distance of its recipe's
+    evaluation; None for an exported file).
 
     Raises:
         CheckpointError: MODEL does not exist or cannot be loaded.
@@ -104,10 +107,11 @@ def load_runner(model, device: str, override: InputContract | None, recipe) -> t
                 "preprocessing comes from its recipe"
             )
         runner, rec = load_checkpoint_runner(path, recipe, device)
-        return runner, (rec.data.eval_batch_size, rec.data.workers)
+        return runner, (rec.data.eval_batch_size, rec.data.workers, rec.eval.distance)
     if recipe is not None:
         raise RecipeError("--recipe applies to checkpoints; an exported file carries its metadata")
-    return load_exported_runner(path, device, override), (EXPORT_BATCH, min(2, os.cpu_count() or 1))
+    defaults = (EXPORT_BATCH, min(2, os.cpu_count() or 1), None)
+    return load_exported_runner(path, device, override), defaults
 
 
 def _override(size, mean, std) -> InputContract | None:

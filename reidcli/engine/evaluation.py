@@ -30,6 +30,12 @@ class EvalRequest:
     visualize_dir: str | Path | None = None
     device: str = "auto"
     runs_dir: str | Path = "runs"
+    index: str | Path | None = None
+    index_topk: int = 100
+    nprobe: int | None = None
+    ef_search: int | None = None
+    backend: str = "faiss"
+    uri: str | None = None
 
 
 def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
@@ -54,6 +60,8 @@ def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
         save_features(request.save_features, *(getattr(feats, f.name) for f in fields(feats)))
     if request.visualize and not feats.has_paths:
         raise FeaturesError(f"{request.features}: --visualize needs query_paths and gallery_paths")
+    if request.index is not None:
+        return _index_metrics(request, feats, recipe)
     result = run_evaluation(
         feats, recipe.eval, seed=recipe.eval.seed, top_k=10 if request.visualize else 0
     )
@@ -68,6 +76,27 @@ def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
         path = out_dir / eval_json_name(trained, recipe, request.split)
         path.write_text(json.dumps(metrics, indent=2, default=_plain) + "\n")
         metrics["eval_json"] = str(path)
+    return metrics
+
+
+def _index_metrics(request: EvalRequest, feats, recipe) -> dict:
+    """Metrics from the index's top-K, with the dense evaluation beside them when the features
+    file's gallery is the index's."""
+    from reidcli.index.evaluate import index_metrics, same_gallery
+    from reidcli.index.ops import open_gallery, search_params
+    from reidcli.metrics.evaluate import public_metrics, run_evaluation
+
+    if request.features is None:
+        raise RecipeError("--index scores a features file: give --features FEATS.npz")
+    if request.visualize or request.save_features is not None:
+        raise RecipeError("--index does not combine with --visualize or --save-features")
+    gallery = open_gallery(request.index, request.backend, request.uri)
+    params = search_params(gallery, request.nprobe, request.ef_search)
+    metrics = index_metrics(feats, gallery, recipe.eval, topk=request.index_topk, params=params)
+    metrics["index"]["path"] = str(request.index)
+    if same_gallery(feats, gallery):
+        exact = run_evaluation(feats, recipe.eval.model_copy(update={"distance": gallery.metric}))
+        metrics["exact"] = public_metrics(exact.metrics)
     return metrics
 
 

@@ -179,10 +179,10 @@ def _score_rows(d: np.ndarray, query: Labels, gallery: GalleryIndex) -> QuerySco
     found = np.sort(found + m_rows * d.shape[1]) - m_rows * d.shape[1]
     positions = np.zeros((num, m_max), dtype=np.int64)
     positions[m_rows, _slots(m_rows, n_match)] = found
-    return _summarise_positions(positions, n_match)
+    return summarise_positions(positions, n_match)
 
 
-def _summarise_positions(positions: np.ndarray, n_match: np.ndarray) -> QueryScores:
+def summarise_positions(positions: np.ndarray, n_match: np.ndarray) -> QueryScores:
     """Per-query AP, INP and first hit from (R, m_max) match positions."""
     pos = positions.astype(np.float64)
     n = n_match
