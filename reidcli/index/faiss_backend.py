@@ -237,8 +237,8 @@ class FaissGallery(Gallery):
         return SearchParams()
 
     def memory_bytes(self) -> int:
-        """Bytes of the faiss index as serialised (what it holds in memory)."""
-        return int(self.faiss.serialize_index(self.index).nbytes)
+        """Bytes of the faiss index as written to the file (about what it holds in memory)."""
+        return int(Reader(self.path).sections["faiss"]["nbytes"])
 
 
 def _hnsw(faiss, dim, params, metric):
