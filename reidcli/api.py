@@ -394,7 +394,7 @@ def index_build(
     out: str | Path,
     *,
     kind: str = "auto",
-    metric: str = "cosine",
+    metric: str | None = None,
     nlist: int | None = None,
     pq_m: int | None = None,
     refine: int | None = None,
@@ -415,7 +415,9 @@ def index_build(
             `reid eval --features` file (its gallery side).
         out: the index file (faiss), or the collection name (Milvus).
         kind: "flat" (exact), "hnsw", "ivfpq", or "auto" (flat below 200,000 rows, else ivfpq).
-        metric: "cosine" (1 − cos) or "euclidean" (squared L2), as `reid eval` measures.
+        metric: "cosine" (1 − cos) or "euclidean" (squared L2), as `reid eval` measures;
+            default the distance the features file states (`reid embed` of a checkpoint), else
+            cosine.
         nlist, pq_m, refine, nprobe: IVF-PQ lists, sub-quantizers (8 bits each), candidates
             re-scored exactly per hit (0: none, and no vectors kept), lists searched by default.
         hnsw_m, ef_construction, ef_search: HNSW links per node, build and search beam widths.
@@ -469,8 +471,12 @@ def index_remove(
     """Delete a person's crops (`pid`) or listed image paths (`paths_file`, one per line).
 
     The rows leave the file (an HNSW graph is rebuilt without them); a search for their vectors
-    afterwards must not find them, else nothing is written. Returns {"removed", "verified",
-    "before", "count"}.
+    afterwards must not find them, else nothing is written (faiss; Milvus deletes at once).
+    Returns {"removed", "verified", "before", "count"}.
+
+    Raises:
+        GalleryIndexError: none of the rows is in the index (nothing to erase), or a removed
+            row is still found.
     """
     from reidcli.index.ops import remove_from_index
 

@@ -76,7 +76,11 @@ def build_cmd(
     kind: Kind = typer.Option(
         Kind.auto, "--type", help="flat (exact), hnsw, ivfpq; auto: flat below 200,000 rows."
     ),
-    metric: Metric = typer.Option(Metric.cosine, "--metric", help="cosine or euclidean."),
+    metric: Metric | None = typer.Option(
+        None,
+        "--metric",
+        help="cosine or euclidean (default: the file's stated distance, or cosine).",
+    ),
     nlist: int | None = typer.Option(
         None, "--nlist", help="IVF lists (default ≈ 4·√N).", rich_help_panel=APPROX
     ),
@@ -118,8 +122,8 @@ def build_cmd(
     from reidcli import api
 
     info = api.index_build(
-        features, out, kind=kind.value, metric=metric.value, nlist=nlist, pq_m=pq_m,
-        refine=refine, nprobe=nprobe, hnsw_m=hnsw_m, ef_construction=ef_construction,
+        features, out, kind=kind.value, metric=metric.value if metric else None, nlist=nlist,
+        pq_m=pq_m, refine=refine, nprobe=nprobe, hnsw_m=hnsw_m, ef_construction=ef_construction,
         ef_search=ef_search, recall_sample=recall_sample, seed=seed, overwrite=overwrite,
         backend=backend.value, uri=uri,
     )  # fmt: skip
@@ -134,7 +138,7 @@ def add_cmd(
     uri: str | None = _uri_option(),
     as_json: bool = _json_option(),
 ) -> None:
-    """Add rows without rebuilding (the file is replaced atomically)."""
+    """Add rows without rebuilding (a faiss file is replaced atomically)."""
     from reidcli import api
 
     result = api.index_add(index, features, backend=backend.value, uri=uri)
@@ -191,7 +195,8 @@ def search_cmd(
         False,
         "--exclude-same-camera",
         help="Drop hits of the query's identity from the query's camera (Market-1501 rule); "
-        "a query without a known identity drops every hit of its camera.",
+        "a query without a known identity drops every hit of its camera. Needs each query's "
+        "camid (a features file with camids).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the results (.json or .csv)."),
     device: Device = typer.Option("auto", "--device", help="Where --model runs."),

@@ -62,6 +62,13 @@ def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
         raise FeaturesError(f"{request.features}: --visualize needs query_paths and gallery_paths")
     if request.index is not None:
         return _index_metrics(request, feats, recipe)
+    index_only = {
+        "--nprobe": request.nprobe, "--ef-search": request.ef_search, "--uri": request.uri,
+        "--backend milvus": request.backend != "faiss" or None,
+    }  # fmt: skip
+    given = [name for name, value in index_only.items() if value is not None]
+    if given:
+        raise RecipeError(f"{', '.join(given)} apply to --index")
     result = run_evaluation(
         feats, recipe.eval, seed=recipe.eval.seed, top_k=10 if request.visualize else 0
     )

@@ -54,7 +54,8 @@ class Writer:
 
     def strings(self, name: str, values) -> None:
         """A list of strings: UTF-8 bytes and an int64 offsets array (`NAME.offsets`)."""
-        encoded = [str(v).encode("utf-8") for v in values]
+        # surrogateescape: file names that are not UTF-8 survive the round trip
+        encoded = [str(v).encode("utf-8", "surrogateescape") for v in values]
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=offsets[1:])
         self.stream(name, lambda handle: handle.write(b"".join(encoded)))
@@ -150,10 +151,13 @@ class Reader:
             data = handle.read(section["nbytes"])
         try:
             return np.array(
-                [data[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)],
+                [
+                    data[a:b].decode("utf-8", "surrogateescape")
+                    for a, b in itertools.pairwise(offsets)
+                ],
                 dtype=object,
             )
-        except UnicodeDecodeError as err:
+        except UnicodeDecodeError as err:  # pragma: no cover - surrogateescape decodes anything
             raise GalleryIndexError(f"{self.path}: section {name} is not UTF-8 ({err})") from None
 
     def stream(self, name: str, read: Callable[[Callable[[int], bytes]], object]):

@@ -2,8 +2,10 @@
 
 Each query's hits (same identity and camera removed, as the protocol does) give the positions
 of the true matches within the top K. A true match the index did not return is placed at the
-end of the query's ranking: the figures are what the index delivers, a lower bound of the
-exact ones, and equal to them when every match is found. CMC at ranks up to K is exact.
+end of the query's ranking: the figures are what a user of the index gets. For a flat index
+they are the exact ones up to rank K and a lower bound beyond it (equal when every match is
+found); an approximate index can also skip a nearer non-match, so its figures can differ from
+the exact ones either way.
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ log = logging.getLogger(__name__)
 
 def _pair_counts(pids: np.ndarray, camids: np.ndarray, q_pids, q_camids):
     """Per query: gallery rows of its identity, and of its identity in its camera."""
-    ids, id_counts = np.unique(pids, return_counts=True)
-    at = np.minimum(np.searchsorted(ids, q_pids), len(ids) - 1)
-    same_pid = np.where(ids[at] == q_pids, id_counts[at], 0)
-    pairs = pids.astype(np.int64) * (1 << 20) + camids
-    keys, key_counts = np.unique(pairs, return_counts=True)
-    wanted = q_pids.astype(np.int64) * (1 << 20) + q_camids
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    junk = np.where(keys[at] == wanted, key_counts[at], 0)
+    n = len(pids)
+    _, pid_code = np.unique(np.concatenate([pids, q_pids]), return_inverse=True)
+    pairs = np.stack([np.concatenate([pids, q_pids]), np.concatenate([camids, q_camids])], 1)
+    _, pair_code = np.unique(pairs, axis=0, return_inverse=True)
+    pid_code, pair_code = pid_code.ravel(), pair_code.ravel()
+    same_pid = np.bincount(pid_code[:n], minlength=pid_code.max() + 1)[pid_code[n:]]
+    junk = np.bincount(pair_code[:n], minlength=pair_code.max() + 1)[pair_code[n:]]
     return same_pid, junk
 
 
@@ -57,7 +58,7 @@ def index_metrics(
     g_pids, g_camids = gallery.label_table()
     if g_pids.size == 0:
         raise GalleryIndexError("the index is empty")
-    if (g_pids == UNKNOWN).any() or (g_camids == UNKNOWN).any() or g_camids.max() >= 1 << 20:
+    if (g_pids == UNKNOWN).any() or (g_camids == UNKNOWN).any():
         raise GalleryIndexError(
             "the index has rows without a person id or camera: build it from a features file "
             "with pids and camids (a `reid eval --features` file)"
@@ -78,6 +79,10 @@ def index_metrics(
         found += slots.size
         tail = ranked[q] - missing + np.arange(missing)
         positions[q, : n_match[q]] = np.concatenate([slots, tail])
+    beyond = [k for k in cfg.ranks if k > topk]
+    if beyond:
+        log.warning("rank-%s lie beyond --index-topk %d: floors, not the exact figures",
+                    ", ".join(map(str, beyond)), topk)  # fmt: skip
     scores = summarise_positions(positions, n_match)
     metrics = summarize(scores, len(g_pids), cfg.ranks, q_camids=q_camids)
     metrics |= {"distance": gallery.metric, "protocol": "market"}
@@ -91,9 +96,15 @@ def index_metrics(
 
 
 def same_gallery(features: Features, gallery: Gallery) -> bool:
-    """Whether the file's gallery is the index's rows (same count, and paths where known)."""
-    g_pids, _ = gallery.label_table()
+    """Whether the file's gallery holds the index's rows: the same (pid, camid) multiset, and
+    the same paths where both have them."""
+    g_pids, g_camids = gallery.label_table()
     if len(g_pids) != len(features.gallery_pids):
+        return False
+    mine = np.lexsort((g_camids, g_pids))
+    theirs = np.lexsort((features.gallery_camids, features.gallery_pids))
+    if not (np.array_equal(g_pids[mine], features.gallery_pids[theirs])
+            and np.array_equal(g_camids[mine], features.gallery_camids[theirs])):  # fmt: skip
         return False
     if features.gallery_paths is None or not hasattr(gallery, "paths"):
         return True

@@ -145,7 +145,8 @@ class FaissGallery(Gallery):
         ids = np.asarray(ids, dtype=np.int64)
         known = ids >= 0
         at = np.zeros(ids.shape, dtype=np.int64)
-        at[known] = self.positions(ids[known])
+        if known.any():
+            at[known] = self.positions(ids[known])
         paths = np.where(known, self.paths[at] if self.count else "", "")
         pids = np.where(known, self.pids[at] if self.count else UNKNOWN, UNKNOWN)
         camids = np.where(known, self.camids[at] if self.count else UNKNOWN, UNKNOWN)

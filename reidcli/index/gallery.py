@@ -230,17 +230,34 @@ class Gallery(ABC):
             ids, dist = sort_hits(ids, dist)
             kept = np.ones(ids.shape, dtype=bool) if keep is None else keep(todo, ids)
             kept &= ids >= 0
-            n_kept = kept.sum(1)
-            exhausted = (ids < 0).any(1) | (fetch >= total)
-            done = exhausted | (n_kept >= k)
+            enough = kept.sum(1) >= k
+            # an approximate index can answer short of `fetch` (lists or graph exhausted):
+            # search wider; the exact one is short only when the gallery is
+            short = (ids < 0).any(1)
+            wider = None if self.exact else self.wider(params)
+            done = enough | (short & (wider is None)) | (~short & (fetch >= total))
             if self.exact and vectors is not None:
-                done &= exhausted | self._complete(approx, dist, kept, k)
+                done &= short | (fetch >= total) | self._complete(approx, dist, kept, k)
             for j in np.flatnonzero(done):
                 sel = np.flatnonzero(kept[j])[:k]
                 out_ids[todo[j], : sel.size] = ids[j, sel]
                 out_dist[todo[j], : sel.size] = dist[j, sel]
+            if (short & ~done).any():
+                params = wider
             todo = todo[~done]
             want *= 2
+
+    def wider(self, params: SearchParams) -> SearchParams | None:
+        """Search parameters twice as broad, or None when the search is already exhaustive."""
+        search = self.meta.get("search", {})
+        if self.kind == "ivfpq":
+            nlist = self.meta["params"]["nlist"]
+            current = params.nprobe or search["nprobe"]
+            return None if current >= nlist else SearchParams(nprobe=min(nlist, 2 * current))
+        if self.kind == "hnsw":
+            current = params.ef_search or search["ef_search"]
+            return None if current >= self.count else SearchParams(ef_search=2 * current)
+        return None
 
     def _complete(self, approx, exact, kept, k) -> np.ndarray:
         """Whether no row beyond the fetched candidates can be nearer than the k-th kept hit.

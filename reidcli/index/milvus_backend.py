@@ -16,6 +16,7 @@ from reidcli.errors import GalleryIndexError
 from reidcli.index.gallery import UNKNOWN, Gallery, SearchParams, to_distance
 
 META_SUFFIX = "__reid_meta"
+BUILDING_SUFFIX = "__reid_building"
 MAX_PATH = 4096
 BATCH = 1000
 FIELDS = ["path", "pid", "camid"]
@@ -48,18 +49,15 @@ class MilvusGallery(Gallery):
     def __init__(self, client, uri: str, name: str, meta: dict) -> None:
         self.client, self.uri, self.name, self.meta = client, uri, name, meta
         self.location = f"{uri}#{name}"
+        self.final_name: str | None = None
         self._cache: dict[int, tuple[str, int, int]] = {}
 
     @classmethod
     def create(cls, uri: str, name: str, meta: dict, overwrite: bool = False) -> MilvusGallery:
         pymilvus = import_pymilvus()
         client = connect(uri)
-        if client.has_collection(name):
-            if not overwrite:
-                raise GalleryIndexError(f"{uri}: collection {name} exists; pass --overwrite")
-            client.drop_collection(name)
-            if client.has_collection(name + META_SUFFIX):
-                client.drop_collection(name + META_SUFFIX)
+        if client.has_collection(name) and not overwrite:
+            raise GalleryIndexError(f"{uri}: collection {name} exists; pass --overwrite")
         dtype = pymilvus.DataType
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", dtype.INT64, is_primary=True)
@@ -69,30 +67,54 @@ class MilvusGallery(Gallery):
         schema.add_field("camid", dtype.INT64)
         index = client.prepare_index_params()
         index.add_index(field_name="vec", metric_type=_metric(meta), **_index_spec(meta))
-        client.create_collection(name, schema=schema, index_params=index)
+        building = name + BUILDING_SUFFIX
+        for stale in (building, building + META_SUFFIX):
+            if client.has_collection(stale):
+                client.drop_collection(stale)
+        client.create_collection(
+            building, schema=schema, index_params=index, consistency_level="Strong"
+        )
         side = client.create_schema(auto_id=False, enable_dynamic_field=False)
         side.add_field("id", dtype.INT64, is_primary=True)
         side.add_field("doc", dtype.VARCHAR, max_length=65535)
         side.add_field("v", dtype.FLOAT_VECTOR, dim=2)
         side_index = client.prepare_index_params()
         side_index.add_index(field_name="v", index_type="FLAT", metric_type="L2")
-        client.create_collection(name + META_SUFFIX, schema=side, index_params=side_index)
-        return cls(client, uri, name, meta)
+        client.create_collection(
+            building + META_SUFFIX, schema=side, index_params=side_index, consistency_level="Strong"
+        )
+        gallery = cls(client, uri, building, meta)
+        gallery.final_name = name
+        gallery.location = f"{uri}#{name}"
+        return gallery
 
     @classmethod
     def open(cls, uri: str, name: str) -> MilvusGallery:
         client = connect(uri)
         if not client.has_collection(name) or not client.has_collection(name + META_SUFFIX):
             raise GalleryIndexError(f"{uri}: no reid gallery named {name}")
+        for collection in (name, name + META_SUFFIX):
+            client.load_collection(collection)
         rows = client.query(name + META_SUFFIX, ids=[0], output_fields=["doc"])
         if not rows:
             raise GalleryIndexError(f"{uri}: gallery {name} has no metadata (corrupt)")
         return cls(client, uri, name, json.loads(rows[0]["doc"]))
 
-    def save(self) -> None:
-        self.meta["count"] = self.count
+    def _write_meta(self) -> None:
         doc = {"id": 0, "doc": json.dumps(self.meta), "v": [0.0, 0.0]}
         self.client.upsert(self.name + META_SUFFIX, [doc])
+
+    def save(self) -> None:
+        self.meta["count"] = self.count
+        self._write_meta()
+        final = getattr(self, "final_name", None)
+        if final is not None:  # a finished build replaces the old collection only now
+            for suffix in ("", META_SUFFIX):
+                if self.client.has_collection(final + suffix):
+                    self.client.drop_collection(final + suffix)
+                self.client.rename_collection(self.name + suffix, final + suffix)
+                self.client.load_collection(final + suffix)  # a renamed collection is released
+            self.name, self.location, self.final_name = final, f"{self.uri}#{final}", None
 
     # -- labels ------------------------------------------------------------------------------
     @property
@@ -142,7 +164,7 @@ class MilvusGallery(Gallery):
         found: list[int] = []
         paths = list(paths)
         for start in range(0, len(paths), BATCH):
-            chunk = json.dumps(paths[start : start + BATCH])
+            chunk = json.dumps(paths[start : start + BATCH], ensure_ascii=False)
             rows = self.client.query(self.name, filter=f"path in {chunk}", output_fields=["id"])
             found += [int(r["id"]) for r in rows]
         return np.array(sorted(found), dtype=np.int64)
@@ -185,9 +207,16 @@ class MilvusGallery(Gallery):
         return out
 
     def _add(self, vectors, ids, rows):
-        too_long = [p for p in rows.paths if len(str(p).encode()) > MAX_PATH]
-        if too_long:
-            raise GalleryIndexError(f"path longer than {MAX_PATH} bytes: {too_long[0][:80]}...")
+        for path in rows.paths:
+            try:
+                size = len(str(path).encode("utf-8"))
+            except UnicodeEncodeError:
+                raise GalleryIndexError(f"Milvus stores UTF-8 paths only: {path!r}") from None
+            if size > MAX_PATH:
+                raise GalleryIndexError(f"path longer than {MAX_PATH} bytes: {path[:80]}...")
+        # reserve the ids first: an interrupted insert never leads to an id used twice
+        self.meta["next_id"] = max(int(self.meta["next_id"]), int(ids[-1]) + 1)
+        self._write_meta()
         done: list[int] = []
         try:
             for start in range(0, len(ids), BATCH):

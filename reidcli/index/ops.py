@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +173,7 @@ def build_index(
     out: str | Path,
     *,
     kind: str = "auto",
-    metric: str = "cosine",
+    metric: str | None = None,
     backend: str = "faiss",
     uri: str | None = None,
     overwrite: bool = False,
@@ -181,13 +183,14 @@ def build_index(
 ) -> dict:
     """See `reidcli.api.index_build`."""
     _check_backend(backend, uri)
-    if metric not in METRICS:
+    if metric is not None and metric not in METRICS:
         raise RecipeError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if recall_sample < 1:
         raise RecipeError(f"--recall-sample must be >= 1, got {recall_sample}")
     rows, stated = load_rows(features, "gallery")
-    if stated is not None and stated != metric:
+    if stated is not None and metric is not None and stated != metric:
         raise GalleryIndexError(f"{features}: features for the {stated} distance, not {metric}")
+    metric = metric or stated or "cosine"
     kind, build, search = resolve_params(len(rows), rows.features.shape[1], kind, **params)
     meta = {
         "format": "reid-index", "version": 1, "backend": backend, "kind": kind, "metric": metric,
@@ -207,6 +210,12 @@ def build_index(
         if out.exists() and not overwrite:
             raise GalleryIndexError(f"{out} exists: remove it, or pass --overwrite")
         gallery = FaissGallery.build(out, vectors, meta, seed)
+    with writing(gallery):
+        return _fill(gallery, rows, vectors, features, started, recall_sample, seed)
+
+
+def _fill(gallery, rows, vectors, features, started, recall_sample, seed) -> dict:
+    kind, search = gallery.kind, gallery.meta["search"]
     ids = gallery.add(rows, vectors)
     build_seconds = time.perf_counter() - started
     recall = None
@@ -219,6 +228,25 @@ def build_index(
     meta |= {"recall": recall, "build_seconds": round(build_seconds, 2), "source": str(features)}
     gallery.save()
     return info(gallery)
+
+
+@contextmanager
+def writing(gallery: Gallery):
+    """Hold the index's lock file while changing it: concurrent writers wait their turn.
+
+    (Milvus handles its own concurrency.)"""
+    path = getattr(gallery, "path", None)
+    if path is None:
+        yield
+        return
+    lock = Path(path).with_name(f".{Path(path).name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def info(gallery: Gallery) -> dict:
@@ -234,12 +262,17 @@ def info(gallery: Gallery) -> dict:
 # -- add / remove ----------------------------------------------------------------------------
 def add_to_index(index, features, *, backend="faiss", uri=None) -> dict:
     """See `reidcli.api.index_add`."""
-    gallery = open_gallery(index, backend, uri)
     rows, stated = load_rows(features, "gallery")
+    gallery = open_gallery(index, backend, uri)
     gallery.check_features(rows.features, str(features), stated)
-    before = gallery.count
-    ids = gallery.add(rows)
-    gallery.save()
+    with writing(gallery):
+        gallery = open_gallery(index, backend, uri)  # as it is now that we hold the lock
+        before = gallery.count
+        present = gallery.ids_of(paths=rows.paths.astype(str))
+        if present.size:
+            log.warning("%d of the paths are already in the index: added again", present.size)
+        ids = gallery.add(rows)
+        gallery.save()
     return {"index": str(index), "added": len(ids), "count": gallery.count, "before": before,
             "first_id": int(ids[0]), "last_id": int(ids[-1])}  # fmt: skip
 
@@ -248,21 +281,31 @@ def remove_from_index(index, *, paths_file=None, pid=None, backend="faiss", uri=
     """See `reidcli.api.index_remove`."""
     if (paths_file is None) == (pid is None):
         raise RecipeError("give --paths FILE or --pid N (one of them)")
-    gallery = open_gallery(index, backend, uri)
-    if pid is not None:
-        ids, what = gallery.ids_of(pid=pid), f"person {pid}"
-    else:
+    if pid is not None and pid < 0:
+        raise RecipeError(f"--pid must be a person id (>= 0), got {pid}")
+    wanted: list[str] = []
+    if paths_file is not None:
         paths_file = Path(paths_file)
         if not paths_file.is_file():
             raise GalleryIndexError(f"{paths_file}: no such file of paths")
-        wanted = [ln.strip() for ln in paths_file.read_text().splitlines() if ln.strip()]
-        ids, what = gallery.ids_of(paths=wanted), f"{len(wanted)} path(s) of {paths_file}"
-    before = gallery.count
-    result = gallery.remove(ids)
-    if result["removed"]:
+        text = paths_file.read_text(encoding="utf-8", errors="surrogateescape")
+        wanted = [line.strip() for line in text.splitlines() if line.strip()]
+    gallery = open_gallery(index, backend, uri)
+    with writing(gallery):
+        gallery = open_gallery(index, backend, uri)
+        if pid is not None:
+            ids, what = gallery.ids_of(pid=pid), f"no row of person {pid}"
+        else:
+            ids = gallery.ids_of(paths=wanted)
+            what = f"none of the {len(wanted)} path(s) of {paths_file}"
+        if ids.size == 0:
+            raise GalleryIndexError(f"{what} in {index}: nothing removed")
+        before = gallery.count
+        result = gallery.remove(ids)
         gallery.save()
-    else:
-        log.warning("nothing to remove: %s not in the index", what)
+    if paths_file is not None and result["removed"] < len(set(wanted)):
+        log.warning("%d of the listed paths were not in the index",
+                    len(set(wanted)) - result["removed"])  # fmt: skip
     return {"index": str(index), **result, "before": before, "count": gallery.count}
 
 
@@ -313,6 +356,9 @@ def search_params(gallery: Gallery, nprobe, ef_search) -> SearchParams:
     for name, value in (("--nprobe", nprobe), ("--ef-search", ef_search)):
         if value is not None and value < 1:
             raise RecipeError(f"{name} must be >= 1, got {value}")
+    nlist = gallery.meta["params"].get("nlist")
+    if nprobe is not None and nprobe > nlist:
+        raise RecipeError(f"--nprobe {nprobe} exceeds the index's {nlist} lists")
     return SearchParams(nprobe=nprobe, ef_search=ef_search)
 
 
@@ -344,9 +390,9 @@ def write_results(results: list[dict], out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     elif out.suffix.lower() == ".csv":
-        with out.open("w", newline="") as handle:
+        with out.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["query", "rank", "path", "pid", "camid", "distance"])
             for entry in results:
