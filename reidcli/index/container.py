@@ -4,7 +4,7 @@
 
 The header names each section's offset and length and holds the index's metadata. Sections are
 written in one pass (the faiss index streams straight to the file) and read back at their
-offsets; arrays may be memory-mapped. A file is written beside its destination and renamed into
+offsets; a 2-D array can stay on disk and be read a few rows at a time. A file is written beside its destination and renamed into
 place, so a reader sees the old index or the new one, never a half-written file.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import mmap as mmap_module
 import os
 import struct
 from collections.abc import Callable
@@ -126,20 +125,26 @@ class Reader:
             raise GalleryIndexError(f"{self.path}: the index has no {name!r} section")
         return self.sections[name]
 
-    def array(self, name: str, mmap: bool = False) -> np.ndarray:
+    def array(self, name: str) -> np.ndarray:
         section = self._section(name)
-        dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
-        if int(np.prod(shape)) * dtype.itemsize != section["nbytes"]:
-            raise GalleryIndexError(f"{self.path}: section {name} has the wrong length")
-        if mmap and section["nbytes"]:
-            mapped = np.memmap(self.path, dtype, "r", section["offset"], shape)
-            handle = getattr(mapped, "_mmap", None)
-            if handle is not None and hasattr(mmap_module, "MADV_RANDOM"):
-                handle.madvise(mmap_module.MADV_RANDOM)  # rows are read a few at a time
-            return mapped
+        dtype, shape = self._layout(name, section)
         with self.path.open("rb") as handle:
             handle.seek(section["offset"])
             return np.fromfile(handle, dtype, int(np.prod(shape))).reshape(shape)
+
+    def rows(self, name: str) -> DiskRows:
+        """A 2-D array section left on disk: rows are read when asked for."""
+        section = self._section(name)
+        dtype, shape = self._layout(name, section)
+        if len(shape) != 2:
+            raise GalleryIndexError(f"{self.path}: section {name} is not a 2-D array")
+        return DiskRows(self.path, section["offset"], shape, dtype)
+
+    def _layout(self, name: str, section: dict) -> tuple[np.dtype, tuple]:
+        dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
+        if int(np.prod(shape)) * dtype.itemsize != section["nbytes"]:
+            raise GalleryIndexError(f"{self.path}: section {name} has the wrong length")
+        return dtype, shape
 
     def strings(self, name: str) -> np.ndarray:
         offsets = self.array(f"{name}.offsets")
@@ -174,3 +179,39 @@ class Reader:
                 return data
 
             return read(chunk)
+
+
+class DiskRows:
+    """Rows of a (N, D) array section read with positioned reads, a few at a time.
+
+    Nothing is mapped into the process: a search holds only the rows it re-scores, and the
+    operating system's page cache (not the process) keeps what it reads.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple, dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.row_bytes = int(shape[1]) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """(n, D) rows at `positions` (in that order)."""
+        unique, inverse = np.unique(positions, return_inverse=True)
+        out = np.empty((len(unique), self.shape[1]), dtype=self.dtype)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for j, row in enumerate(unique.tolist()):
+                data = os.pread(fd, self.row_bytes, self.offset + row * self.row_bytes)
+                if len(data) != self.row_bytes:
+                    raise GalleryIndexError(f"{self.path}: truncated while reading row {row}")
+                out[j] = np.frombuffer(data, self.dtype)
+        finally:
+            os.close(fd)
+        return out[inverse.ravel()]
+
+    def read(self) -> np.ndarray:
+        """Every row, in memory."""
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            return np.fromfile(handle, self.dtype, int(np.prod(self.shape))).reshape(self.shape)

@@ -4,7 +4,7 @@
 - `hnsw`: a graph over the full vectors (IndexHNSWFlat under an id map); removing rows rebuilds
   the graph from the remaining vectors, so nothing of a removed row stays in the file.
 - `ivfpq`: an inverted file of product-quantised codes (IndexIVFPQ). With `refine` > 0 the rows'
-  float32 vectors are kept in the same file, memory-mapped rather than loaded, and `refine` × K
+  float32 vectors are kept in the same file, read row by row from the file rather than loaded, and `refine` × K
   candidates are re-scored exactly; the codes are all the index holds in memory.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from reidcli import __version__
 from reidcli.errors import GalleryIndexError
-from reidcli.index.container import Reader, atomic_write
+from reidcli.index.container import DiskRows, Reader, atomic_write
 from reidcli.index.gallery import UNKNOWN, Gallery, SearchParams, to_distance
 
 FORMAT = "reid-index"
@@ -55,7 +55,8 @@ class FaissGallery(Gallery):
     def __init__(self, path, meta, index, ids, paths, pids, camids, vectors=None) -> None:
         self.path, self.meta, self.index = path, meta, index
         self.ids, self.paths, self.pids, self.camids = ids, paths, pids, camids
-        self.vectors = vectors  # ivfpq with refine: (N, D) float32, rows in `ids` order
+        # ivfpq with refine: (N, D) float32 rows in `ids` order, on disk once saved
+        self.vectors: np.ndarray | DiskRows | None = vectors
         self.faiss = import_faiss()
 
     # -- creation ----------------------------------------------------------------------------
@@ -105,7 +106,7 @@ class FaissGallery(Gallery):
             raise GalleryIndexError(f"{path}: the faiss index is corrupt ({err})") from None
         ids = reader.array("ids")
         pids, camids, paths = reader.array("pids"), reader.array("camids"), reader.strings("paths")
-        vectors = reader.array("vectors", mmap=True) if "vectors" in reader.sections else None
+        vectors = reader.rows("vectors") if "vectors" in reader.sections else None
         n = len(ids)
         if not (index.ntotal == n == len(pids) == len(camids) == len(paths)) or (
             vectors is not None and vectors.shape != (n, meta["dim"])
@@ -124,10 +125,10 @@ class FaissGallery(Gallery):
             out.array("camids", self.camids)
             out.strings("paths", self.paths)
             if self.vectors is not None:
-                out.array("vectors", self.vectors)
+                out.array("vectors", _in_memory(self.vectors))
             out.finish(self.meta)
-        if self.vectors is not None:  # map the new file: the old one is gone
-            self.vectors = Reader(self.path).array("vectors", mmap=True)
+        if self.vectors is not None:  # read from the new file from now on
+            self.vectors = Reader(self.path).rows("vectors")
 
     # -- labels ------------------------------------------------------------------------------
     @property
@@ -183,14 +184,14 @@ class FaissGallery(Gallery):
             return flat.reshape(*ids.shape, self.dim)
         if self.vectors is None:
             return None
-        return np.asarray(self.vectors[self.positions(ids.ravel())]).reshape(*ids.shape, self.dim)
+        return _take(self.vectors, self.positions(ids.ravel())).reshape(*ids.shape, self.dim)
 
     def _reconstruct(self, ids):
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if self.kind in ("flat", "hnsw"):
             return self.index.reconstruct_batch(ids)
         if self.vectors is not None:
-            return np.asarray(self.vectors[self.positions(ids)])
+            return _take(self.vectors, self.positions(ids))
         self.index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
         try:
             return self.index.reconstruct_batch(ids)
@@ -200,7 +201,7 @@ class FaissGallery(Gallery):
     def _add(self, vectors, ids, rows):
         self.index.add_with_ids(vectors, ids)
         if self.vectors is not None:
-            self.vectors = np.concatenate([self.vectors, vectors])
+            self.vectors = np.concatenate([_in_memory(self.vectors), vectors])
         self.ids = np.concatenate([self.ids, ids])
         self.paths = np.concatenate([self.paths, np.asarray(rows.paths, dtype=object)])
         self.pids = np.concatenate([self.pids, rows.pids])
@@ -228,7 +229,7 @@ class FaissGallery(Gallery):
         if removed != len(ids):
             raise GalleryIndexError(f"the index removed {removed} of {len(ids)} rows")
         if self.vectors is not None:
-            self.vectors = np.asarray(self.vectors[~np.isin(self.ids, ids)])
+            self.vectors = _in_memory(self.vectors)[~np.isin(self.ids, ids)]
 
     def exhaustive_params(self) -> SearchParams:
         if self.kind == "ivfpq":
@@ -250,3 +251,11 @@ def _hnsw(faiss, dim, params, metric):
 
 def _writer(faiss, handle):
     return faiss.PyCallbackIOWriter(handle.write)
+
+
+def _in_memory(vectors) -> np.ndarray:
+    return vectors.read() if isinstance(vectors, DiskRows) else vectors
+
+
+def _take(vectors, positions: np.ndarray) -> np.ndarray:
+    return vectors.take(positions) if isinstance(vectors, DiskRows) else vectors[positions]
