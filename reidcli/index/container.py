@@ -4,8 +4,9 @@
 
 The header names each section's offset and length and holds the index's metadata. Sections are
 written in one pass (the faiss index streams straight to the file) and read back at their
-offsets; a 2-D array can stay on disk and be read a few rows at a time. A file is written beside its destination and renamed into
-place, so a reader sees the old index or the new one, never a half-written file.
+offsets; a 2-D array can stay on disk and be read a few rows at a time. A file is written
+beside its destination and renamed into place, so a reader sees the old index or the new one,
+never a half-written file.
 """
 
 from __future__ import annotations

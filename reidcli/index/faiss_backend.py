@@ -4,8 +4,8 @@
 - `hnsw`: a graph over the full vectors (IndexHNSWFlat under an id map); removing rows rebuilds
   the graph from the remaining vectors, so nothing of a removed row stays in the file.
 - `ivfpq`: an inverted file of product-quantised codes (IndexIVFPQ). With `refine` > 0 the rows'
-  float32 vectors are kept in the same file, read row by row from the file rather than loaded, and `refine` × K
-  candidates are re-scored exactly; the codes are all the index holds in memory.
+  float32 vectors are kept in the same file, read row by row rather than loaded, and
+  `refine` × K candidates are re-scored exactly; the codes are all the index holds in memory.
 """
 
 from __future__ import annotations
