@@ -175,6 +175,10 @@ class FaissGallery(Gallery):
 
     def _candidates(self, queries, k, params):
         self._set_params(params)
+        if self.kind == "ivfpq":
+            # fewer queries than threads: split each query's lists across the threads instead
+            few = len(queries) < self.faiss.omp_get_max_threads()
+            self.index.parallel_mode = 1 if few else 0
         values, ids = self.index.search(np.ascontiguousarray(queries), k)
         return ids, to_distance(values.astype(np.float64), self.metric)
 
