@@ -201,11 +201,14 @@ def msmt(args) -> None:
         built = api.index_build(features, out, kind=kind, overwrite=True)
         build_s = time.perf_counter() - began
         began = time.perf_counter()
-        result = api.evaluate(features=features, index=out, index_topk=args.topk)
+        nprobe = args.nprobe if kind == "ivfpq" else None
+        result = api.evaluate(features=features, index=out, index_topk=args.topk, nprobe=nprobe)
         print(json.dumps({
-            "kind": kind, "params": built["params"], "search": built["search"],
+            "kind": kind, "params": built["params"], "search": result["index"]["search"],
             "build_s": round(build_s, 1), "eval_s": round(time.perf_counter() - began, 1),
             "topk": args.topk, "rank1": result["rank1"], "mAP": result["mAP"],
+            "matches_found": result["index"]["matches_found"],
+            "matches": result["index"]["matches"],
             "rank1_diff_points": round(100 * (result["rank1"] - exact["rank1"]), 3),
             "mAP_diff_points": round(100 * (result["mAP"] - exact["mAP"]), 3),
         }), flush=True)  # fmt: skip
@@ -220,7 +223,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument("--kinds", default="flat,hnsw,ivfpq")
-    parser.add_argument("--topk", type=int, default=100)
+    parser.add_argument("--topk", type=int, default=300, help="msmt: --index-topk")
+    parser.add_argument("--nprobe", type=int, help="msmt: --nprobe of the IVF-PQ evaluation")
     parser.add_argument("--work", help="folder for the features and index files")
     args = parser.parse_args()
     {"million": million, "sweep": sweep, "msmt": msmt}[args.what](args)

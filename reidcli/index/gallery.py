@@ -170,7 +170,7 @@ class Gallery(ABC):
 
     # -- shared ----------------------------------------------------------------------------------
     def refine_factor(self) -> int:
-        """Candidates fetched per wanted hit before exact re-scoring."""
+        """R: the top K's first 10 hits are chosen among R times as many candidates."""
         return 1
 
     def check_features(self, features: np.ndarray, source: str, distance: str | None) -> None:
@@ -218,7 +218,9 @@ class Gallery(ABC):
         want = k
         todo = rows
         while todo.size:
-            fetch = min(total, want * self.refine_factor() + (8 if self.exact else 0))
+            # refinement re-scores (R - 1) extra candidates per hit of the head (first 10)
+            extra = (self.refine_factor() - 1) * min(want, RECALL_K) + (8 if self.exact else 0)
+            fetch = min(total, want + extra)
             ids, approx = self._candidates(q[todo], max(1, fetch), params)
             valid = ids >= 0
             # missing slots (-1) borrow a real row's vector; they sort last all the same
