@@ -418,8 +418,9 @@ def index_build(
         metric: "cosine" (1 − cos) or "euclidean" (squared L2), as `reid eval` measures;
             default the distance the features file states (`reid embed` of a checkpoint), else
             cosine.
-        nlist, pq_m, refine, nprobe: IVF-PQ lists, sub-quantizers (8 bits each), candidates
-            re-scored exactly per hit (0: none, and no vectors kept), lists searched by default.
+        nlist, pq_m, refine, nprobe: IVF-PQ lists, sub-quantizers (8 bits each), R: the best
+            K + (R − 1)·min(K, 10) PQ candidates are re-scored exactly (0: none, and no
+            vectors kept), lists searched by default.
         hnsw_m, ef_construction, ef_search: HNSW links per node, build and search beam widths.
         recall_sample: stored rows used as queries to measure an approximate index's recall@10
             against brute force (stored in the metadata).

@@ -90,8 +90,8 @@ def build_cmd(
     refine: int | None = typer.Option(
         None,
         "--refine",
-        help="IVF-PQ: candidates re-scored exactly per hit (default 10; 0: "
-        "none, vectors not kept).",
+        help="IVF-PQ: the first 10 hits are chosen among R times as many candidates, re-scored "
+        "exactly (default 10; 0: PQ distances, no vectors kept).",
         rich_help_panel=APPROX,
     ),
     nprobe: int | None = typer.Option(

@@ -5,7 +5,8 @@
   the graph from the remaining vectors, so nothing of a removed row stays in the file.
 - `ivfpq`: an inverted file of product-quantised codes (IndexIVFPQ). With `refine` > 0 the rows'
   float32 vectors are kept in the same file, read row by row rather than loaded, and
-  `refine` × K candidates are re-scored exactly; the codes are all the index holds in memory.
+  the best K + (refine − 1)·min(K, 10) PQ candidates are re-scored exactly; the codes are all
+  the index holds in memory.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("faiss", "milvus")
 RECALL_SAMPLE = 1000
 HNSW_M, EF_CONSTRUCTION, EF_SEARCH = 32, 80, 64
-# IVF-PQ: search an eighth of the lists; re-score 10 candidates per hit from the kept vectors.
+# IVF-PQ: search an eighth of the lists; choose each of the first 10 hits among 10 candidates.
 NPROBE_SHARE, REFINE = 8, 10
 
 
