@@ -198,7 +198,8 @@ def msmt(args) -> None:
     for kind in args.kinds.split(","):
         out = work / f"{kind}.idx"
         began = time.perf_counter()
-        built = api.index_build(features, out, kind=kind, overwrite=True)
+        extra = {"pq_m": args.pq_m} if kind == "ivfpq" and args.pq_m else {}
+        built = api.index_build(features, out, kind=kind, overwrite=True, **extra)
         build_s = time.perf_counter() - began
         began = time.perf_counter()
         nprobe = args.nprobe if kind == "ivfpq" else None
@@ -225,6 +226,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="flat,hnsw,ivfpq")
     parser.add_argument("--topk", type=int, default=300, help="msmt: --index-topk")
     parser.add_argument("--nprobe", type=int, help="msmt: --nprobe of the IVF-PQ evaluation")
+    parser.add_argument("--pq-m", type=int, help="msmt: --pq-m of the IVF-PQ index")
     parser.add_argument("--work", help="folder for the features and index files")
     args = parser.parse_args()
     {"million": million, "sweep": sweep, "msmt": msmt}[args.what](args)
