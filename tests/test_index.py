@@ -371,3 +371,22 @@ def test_the_metric_follows_the_features_file(tmp_path):
     assert api.index_build(path, tmp_path / "e.idx")["metric"] == "euclidean"
     with pytest.raises(GalleryIndexError, match="euclidean distance, not cosine"):
         api.index_build(path, tmp_path / "c.idx", metric="cosine")
+
+
+def test_a_short_hnsw_answer_falls_back_to_ranking_every_row(files, tmp_path, monkeypatch):
+    small = features_file(tmp_path / "small.npz", 300, 1, "s")
+    api.index_build(small, tmp_path / "h.idx", kind="hnsw")
+    gallery = open_gallery(tmp_path / "h.idx")
+    answer = gallery._candidates
+
+    def unreachable(queries, k, params):  # as if half the graph could not be reached
+        ids, dist = answer(queries, k, params)
+        ids[:, k // 2 :] = -1
+        return ids, dist
+
+    monkeypatch.setattr(gallery, "_candidates", unreachable)
+    queries, _ = load_rows(files["queries"], "query")
+    found = gallery.search(queries.features, 40).ids
+    rows, _ = load_rows(small, "gallery")
+    expected = np.array(brute_force_ranking(queries.features, rows.features, "cosine"))[:, :40]
+    np.testing.assert_array_equal(found, expected)  # row ids are the file's row numbers

@@ -236,6 +236,11 @@ class FaissGallery(Gallery):
         if self.vectors is not None:
             self.vectors = _in_memory(self.vectors)[~np.isin(self.ids, ids)]
 
+    def _all_vectors(self):
+        if self.kind == "hnsw" and self.count:
+            return self.ids, self.index.reconstruct_batch(self.ids)
+        return None
+
     def exhaustive_params(self) -> SearchParams:
         if self.kind == "ivfpq":
             return SearchParams(nprobe=self.meta["params"]["nlist"])

@@ -240,6 +240,10 @@ class Gallery(ABC):
             done = enough | (short & (wider is None)) | (~short & (fetch >= total))
             if self.exact and vectors is not None:
                 done &= short | (fetch >= total) | self._complete(approx, dist, kept, k)
+            stuck = short & (wider is None) & ~enough
+            if stuck.any() and self._rank_all(q, todo[stuck], k, keep, out_ids, out_dist):
+                todo, ids, dist, kept = todo[~stuck], ids[~stuck], dist[~stuck], kept[~stuck]
+                done, short = done[~stuck], short[~stuck]
             for j in np.flatnonzero(done):
                 sel = np.flatnonzero(kept[j])[:k]
                 out_ids[todo[j], : sel.size] = ids[j, sel]
@@ -248,6 +252,31 @@ class Gallery(ABC):
                 params = wider
             todo = todo[~done]
             want *= 2
+
+    def _all_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, vectors) of every row, where the backend keeps them; None otherwise."""
+        return None
+
+    def _rank_all(self, q, rows, k, keep, out_ids, out_dist) -> bool:
+        """Rank every row for `rows` (queries an approximate index left short); False when the
+        gallery is too large for that or keeps no vectors."""
+        if self.count > AUTO_FLAT_MAX or (everything := self._all_vectors()) is None:
+            return False
+        ids, vectors = everything
+        table = vectors.astype(np.float64)
+        for row in rows:
+            query = q[row].astype(np.float64)
+            if self.metric == "cosine":
+                dist = 1.0 - table @ query
+            else:
+                dist = np.einsum("nd,nd->n", table - query, table - query)
+            order = np.lexsort((ids, dist))
+            ranked, ranked_dist = ids[order][None], dist[order][None]
+            kept = np.ones(ranked.shape, bool) if keep is None else keep(np.array([row]), ranked)
+            sel = np.flatnonzero(kept[0])[:k]
+            out_ids[row, : sel.size] = ranked[0, sel]
+            out_dist[row, : sel.size] = ranked_dist[0, sel]
+        return True
 
     def wider(self, params: SearchParams) -> SearchParams | None:
         """Search parameters twice as broad, or None when the search is already exhaustive."""
