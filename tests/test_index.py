@@ -390,3 +390,17 @@ def test_a_short_hnsw_answer_falls_back_to_ranking_every_row(files, tmp_path, mo
     rows, _ = load_rows(small, "gallery")
     expected = np.array(brute_force_ranking(queries.features, rows.features, "cosine"))[:, :40]
     np.testing.assert_array_equal(found, expected)  # row ids are the file's row numbers
+
+
+def test_an_open_index_keeps_reading_its_own_file_after_a_writer_replaces_it(files, tmp_path):
+    index = tmp_path / "p.idx"
+    api.index_build(files["gallery"], index, kind="ivfpq", nlist=16, pq_m=8)
+    reader = open_gallery(index)
+    queries, _ = load_rows(files["queries"], "query")
+    before = reader.search(queries.features, 10)
+    api.index_add(index, files["more"])  # renames a new file over the one `reader` opened
+    removed = api.index_remove(index, pid=0)["removed"]
+    after = reader.search(queries.features, 10)
+    np.testing.assert_array_equal(after.ids, before.ids)
+    np.testing.assert_array_equal(after.distances, before.distances)
+    assert open_gallery(index).count == 1540 - removed and removed > 0

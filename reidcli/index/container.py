@@ -92,7 +92,8 @@ def atomic_write(path: Path):
 
 
 class Reader:
-    """The header and sections of a container file.
+    """The header and sections of a container file, all read from one open handle: a writer
+    that replaces the file meanwhile does not mix two versions.
 
     Raises:
         GalleryIndexError: a missing file, or one that is not a complete index container.
@@ -102,24 +103,30 @@ class Reader:
         self.path = path
         if not path.is_file():
             raise GalleryIndexError(f"{path}: no such index file")
-        self.size = path.stat().st_size
+        self.handle = handle = path.open("rb")
+        self.size = os.fstat(handle.fileno()).st_size
         try:
-            with path.open("rb") as handle:
-                if self.size < TRAILER.size:
-                    raise ValueError("too short")
-                handle.seek(self.size - TRAILER.size)
-                length, magic = TRAILER.unpack(handle.read(TRAILER.size))
-                if magic != MAGIC or length > self.size - TRAILER.size:
-                    raise ValueError("no index trailer (truncated, or not written by reid)")
-                handle.seek(self.size - TRAILER.size - length)
-                header = json.loads(handle.read(length).decode("utf-8"))
+            if self.size < TRAILER.size:
+                raise ValueError("too short")
+            handle.seek(self.size - TRAILER.size)
+            length, magic = TRAILER.unpack(handle.read(TRAILER.size))
+            if magic != MAGIC or length > self.size - TRAILER.size:
+                raise ValueError("no index trailer (truncated, or not written by reid)")
+            handle.seek(self.size - TRAILER.size - length)
+            header = json.loads(handle.read(length).decode("utf-8"))
             self.meta, self.sections = header["meta"], header["sections"]
             end = self.size - TRAILER.size - length
             for name, section in self.sections.items():
                 if section["offset"] < 0 or section["offset"] + section["nbytes"] > end:
                     raise ValueError(f"section {name} lies outside the file")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            handle.close()
             raise GalleryIndexError(f"{path}: not a readable reid index ({err})") from None
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle is not None:
+            handle.close()
 
     def _section(self, name: str) -> dict:
         if name not in self.sections:
@@ -129,9 +136,11 @@ class Reader:
     def array(self, name: str) -> np.ndarray:
         section = self._section(name)
         dtype, shape = self._layout(name, section)
-        with self.path.open("rb") as handle:
-            handle.seek(section["offset"])
-            return np.fromfile(handle, dtype, int(np.prod(shape))).reshape(shape)
+        self.handle.seek(section["offset"])
+        data = self.handle.read(section["nbytes"])
+        if len(data) != section["nbytes"]:
+            raise GalleryIndexError(f"{self.path}: section {name} is truncated")
+        return np.frombuffer(data, dtype).reshape(shape).copy()
 
     def rows(self, name: str) -> DiskRows:
         """A 2-D array section left on disk: rows are read when asked for."""
@@ -139,7 +148,7 @@ class Reader:
         dtype, shape = self._layout(name, section)
         if len(shape) != 2:
             raise GalleryIndexError(f"{self.path}: section {name} is not a 2-D array")
-        return DiskRows(self.path, section["offset"], shape, dtype)
+        return DiskRows(self.path, os.dup(self.handle.fileno()), section["offset"], shape, dtype)
 
     def _layout(self, name: str, section: dict) -> tuple[np.dtype, tuple]:
         dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
@@ -152,9 +161,8 @@ class Reader:
         section = self._section(name)
         if offsets.size == 0 or offsets[-1] != section["nbytes"] or (np.diff(offsets) < 0).any():
             raise GalleryIndexError(f"{self.path}: section {name} is inconsistent")
-        with self.path.open("rb") as handle:
-            handle.seek(section["offset"])
-            data = handle.read(section["nbytes"])
+        self.handle.seek(section["offset"])
+        data = self.handle.read(section["nbytes"])
         try:
             return np.array(
                 [
@@ -169,17 +177,17 @@ class Reader:
     def stream(self, name: str, read: Callable[[Callable[[int], bytes]], object]):
         """`read(chunk)` where `chunk(n)` returns the section's next (at most n) bytes."""
         section = self._section(name)
-        with self.path.open("rb") as handle:
-            handle.seek(section["offset"])
-            left = section["nbytes"]
+        handle = self.handle
+        handle.seek(section["offset"])
+        left = section["nbytes"]
 
-            def chunk(n: int) -> bytes:
-                nonlocal left
-                data = handle.read(min(n, left))
-                left -= len(data)
-                return data
+        def chunk(n: int) -> bytes:
+            nonlocal left
+            data = handle.read(min(n, left))
+            left -= len(data)
+            return data
 
-            return read(chunk)
+        return read(chunk)
 
 
 READERS = 16  # concurrent row reads
@@ -202,9 +210,17 @@ class DiskRows:
     operating system's page cache (not the process) keeps what it reads.
     """
 
-    def __init__(self, path: Path, offset: int, shape: tuple, dtype: np.dtype) -> None:
+    def __init__(self, path: Path, fd: int, offset: int, shape: tuple, dtype: np.dtype) -> None:
         self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
         self.row_bytes = int(shape[1]) * dtype.itemsize
+        # an open descriptor (owned): a writer replaces the file by renaming, this one stays
+        self.fd = fd
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+            self.fd = None
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -218,8 +234,7 @@ class DiskRows:
         unique, inverse = np.unique(positions, return_inverse=True)
         out = np.empty((len(unique), self.shape[1]), dtype=self.dtype)
         view = memoryview(out).cast("B")
-        fd = os.open(self.path, os.O_RDONLY)
-        size = self.row_bytes
+        fd, size = self.fd, self.row_bytes
 
         def read(rows: range) -> None:
             for j in rows:
@@ -228,20 +243,22 @@ class DiskRows:
                 if got != size:
                     raise GalleryIndexError(f"{self.path}: truncated while reading row {row}")
 
-        try:
-            step = max(1, -(-len(unique) // READERS))
-            parts = [range(a, min(len(unique), a + step)) for a in range(0, len(unique), step)]
-            if len(parts) > 1:
-                list(_pool().map(read, parts))
-            else:
-                for part in parts:
-                    read(part)
-        finally:
-            os.close(fd)
+        step = max(1, -(-len(unique) // READERS))
+        parts = [range(a, min(len(unique), a + step)) for a in range(0, len(unique), step)]
+        if len(parts) > 1:
+            list(_pool().map(read, parts))
+        else:
+            for part in parts:
+                read(part)
         return out[inverse.ravel()]
 
     def read(self) -> np.ndarray:
-        """Every row, in memory."""
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset)
-            return np.fromfile(handle, self.dtype, int(np.prod(self.shape))).reshape(self.shape)
+        """Every row, in memory (from the file this object opened)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):
+            got = os.preadv(self.fd, [view[done : done + (64 << 20)]], self.offset + done)
+            if got <= 0:
+                raise GalleryIndexError(f"{self.path}: truncated vectors section")
+            done += got
+        return out

@@ -23,6 +23,8 @@ METRICS = ("cosine", "euclidean")
 # `kind="auto"`: exact search below this many rows, IVF-PQ from here on.
 AUTO_FLAT_MAX = 200_000
 RECALL_K = 10
+# An HNSW graph that cannot return K rows ranks every row instead, up to this many rows.
+RANK_ALL_MAX = 50_000
 QUERY_BLOCK = 256
 UNKNOWN = -1  # pid / camid of a row whose identity or camera was not given
 
@@ -260,7 +262,7 @@ class Gallery(ABC):
     def _rank_all(self, q, rows, k, keep, out_ids, out_dist) -> bool:
         """Rank every row for `rows` (queries an approximate index left short); False when the
         gallery is too large for that or keeps no vectors."""
-        if self.count > AUTO_FLAT_MAX or (everything := self._all_vectors()) is None:
+        if self.count > RANK_ALL_MAX or (everything := self._all_vectors()) is None:
             return False
         ids, vectors = everything
         table = vectors.astype(np.float64)
@@ -269,7 +271,8 @@ class Gallery(ABC):
             if self.metric == "cosine":
                 dist = 1.0 - table @ query
             else:
-                dist = np.einsum("nd,nd->n", table - query, table - query)
+                diff = table - query
+                dist = np.einsum("nd,nd->n", diff, diff)
             order = np.lexsort((ids, dist))
             ranked, ranked_dist = ids[order][None], dist[order][None]
             kept = np.ones(ranked.shape, bool) if keep is None else keep(np.array([row]), ranked)

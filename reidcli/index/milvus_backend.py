@@ -112,7 +112,9 @@ class MilvusGallery(Gallery):
             for suffix in ("", META_SUFFIX):
                 if self.client.has_collection(final + suffix):
                     self.client.drop_collection(final + suffix)
+            for suffix in ("", META_SUFFIX):
                 self.client.rename_collection(self.name + suffix, final + suffix)
+            for suffix in ("", META_SUFFIX):
                 self.client.load_collection(final + suffix)  # a renamed collection is released
             self.name, self.location, self.final_name = final, f"{self.uri}#{final}", None
 
@@ -215,6 +217,11 @@ class MilvusGallery(Gallery):
             if size > MAX_PATH:
                 raise GalleryIndexError(f"path longer than {MAX_PATH} bytes: {path[:80]}...")
         # reserve the ids first: an interrupted insert never leads to an id used twice
+        stored = self.client.query(self.name + META_SUFFIX, ids=[0], output_fields=["doc"])
+        if stored and int(json.loads(stored[0]["doc"])["next_id"]) > int(ids[0]):
+            raise GalleryIndexError(
+                f"{self.location} changed while this add ran (another writer): run it again"
+            )
         self.meta["next_id"] = max(int(self.meta["next_id"]), int(ids[-1]) + 1)
         self._write_meta()
         done: list[int] = []

@@ -199,18 +199,18 @@ def build_index(
     }  # fmt: skip
     started = time.perf_counter()
     vectors = prepare_vectors(rows.features, metric)
-    if backend == "milvus":
-        from reidcli.index.milvus_backend import MilvusGallery
+    with writing(out, backend, uri):
+        if backend == "milvus":
+            from reidcli.index.milvus_backend import MilvusGallery
 
-        gallery = MilvusGallery.create(uri, str(out), meta, overwrite=overwrite)
-    else:
-        from reidcli.index.faiss_backend import FaissGallery
+            gallery = MilvusGallery.create(uri, str(out), meta, overwrite=overwrite)
+        else:
+            from reidcli.index.faiss_backend import FaissGallery
 
-        out = Path(out)
-        if out.exists() and not overwrite:
-            raise GalleryIndexError(f"{out} exists: remove it, or pass --overwrite")
-        gallery = FaissGallery.build(out, vectors, meta, seed)
-    with writing(gallery):
+            out = Path(out)
+            if out.exists() and not overwrite:
+                raise GalleryIndexError(f"{out} exists: remove it, or pass --overwrite")
+            gallery = FaissGallery.build(out, vectors, meta, seed)
         return _fill(gallery, rows, vectors, features, started, recall_sample, seed)
 
 
@@ -230,16 +230,26 @@ def _fill(gallery, rows, vectors, features, started, recall_sample, seed) -> dic
     return info(gallery)
 
 
-@contextmanager
-def writing(gallery: Gallery):
-    """Hold the index's lock file while changing it: concurrent writers wait their turn.
+def _lock_path(index, backend: str, uri: str | None) -> Path | None:
+    """The lock file of an index file or a Milvus Lite file; None for a Milvus server."""
+    if backend == "faiss":
+        path = Path(index)
+        return path.with_name(f".{path.name}.lock")
+    if uri is not None and "://" not in uri:  # Milvus Lite: a local file
+        path = Path(uri)
+        return path.with_name(f".{path.name}.{index}.lock")
+    return None
 
-    (Milvus handles its own concurrency.)"""
-    path = getattr(gallery, "path", None)
-    if path is None:
+
+@contextmanager
+def writing(index, backend: str = "faiss", uri: str | None = None):
+    """Hold the gallery's lock file while changing it: concurrent writers wait their turn.
+
+    A Milvus server has no lock here: one writer at a time per gallery."""
+    lock = _lock_path(index, backend, uri)
+    if lock is None:
         yield
         return
-    lock = Path(path).with_name(f".{Path(path).name}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -263,10 +273,9 @@ def info(gallery: Gallery) -> dict:
 def add_to_index(index, features, *, backend="faiss", uri=None) -> dict:
     """See `reidcli.api.index_add`."""
     rows, stated = load_rows(features, "gallery")
-    gallery = open_gallery(index, backend, uri)
-    gallery.check_features(rows.features, str(features), stated)
-    with writing(gallery):
-        gallery = open_gallery(index, backend, uri)  # as it is now that we hold the lock
+    with writing(index, backend, uri):
+        gallery = open_gallery(index, backend, uri)
+        gallery.check_features(rows.features, str(features), stated)
         before = gallery.count
         present = gallery.ids_of(paths=rows.paths.astype(str))
         if present.size:
@@ -290,8 +299,7 @@ def remove_from_index(index, *, paths_file=None, pid=None, backend="faiss", uri=
             raise GalleryIndexError(f"{paths_file}: no such file of paths")
         text = paths_file.read_text(encoding="utf-8", errors="surrogateescape")
         wanted = [line.strip() for line in text.splitlines() if line.strip()]
-    gallery = open_gallery(index, backend, uri)
-    with writing(gallery):
+    with writing(index, backend, uri):
         gallery = open_gallery(index, backend, uri)
         if pid is not None:
             ids, what = gallery.ids_of(pid=pid), f"no row of person {pid}"
