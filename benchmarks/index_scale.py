@@ -37,7 +37,8 @@ import numpy as np
 
 from reidcli import api
 from reidcli.index.gallery import SearchParams, brute_force, prepare_vectors
-from reidcli.index.ops import load_rows, open_gallery
+from reidcli.index.inputs import load_rows
+from reidcli.index.store import open_gallery
 from reidcli.index.synthetic import clustered
 
 PER_ID = 27
@@ -133,7 +134,7 @@ def truth_file(work: Path, queries: Path, gallery: Path) -> np.ndarray:
     path = work / "truth.npy"
     if not path.is_file():
         code = (
-            "import numpy as np, sys; from reidcli.index.ops import load_rows; "
+            "import numpy as np, sys; from reidcli.index.inputs import load_rows; "
             "from reidcli.index.gallery import SearchParams, brute_force, prepare_vectors as p; "
             "q, _ = load_rows(sys.argv[1], 'query'); g, _ = load_rows(sys.argv[2], 'gallery'); "
             "np.save(sys.argv[3], brute_force(p(q.features, 'cosine'), p(g.features, 'cosine'), "

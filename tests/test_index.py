@@ -12,7 +12,8 @@ from reidcli import api
 from reidcli.errors import GalleryIndexError
 from reidcli.index import container
 from reidcli.index.gallery import prepare_vectors
-from reidcli.index.ops import load_rows, open_gallery
+from reidcli.index.inputs import load_rows
+from reidcli.index.store import open_gallery
 from reidcli.index.synthetic import clustered
 from reidcli.metrics.evaluate import evaluate_features
 from reidcli.metrics.features import load_features

@@ -58,7 +58,7 @@ def index_build(
         GalleryIndexError: an existing index without `overwrite`; a missing backend package.
         RecipeError: parameters that do not fit the kind or the data.
     """
-    from reidcli.index.ops import build_index
+    from reidcli.index.build import build_index
 
     return build_index(
         features, out, kind=kind, metric=metric, backend=backend, uri=uri, overwrite=overwrite,
@@ -76,7 +76,7 @@ def index_add(
     Raises:
         GalleryIndexError: a missing or corrupt index; features of another width or distance.
     """
-    from reidcli.index.ops import add_to_index
+    from reidcli.index.build import add_to_index
 
     return add_to_index(index, features, backend=backend, uri=uri)
 
@@ -99,14 +99,14 @@ def index_remove(
         GalleryIndexError: none of the rows is in the index (nothing to erase), or a removed
             row is still found.
     """
-    from reidcli.index.ops import remove_from_index
+    from reidcli.index.build import remove_from_index
 
     return remove_from_index(index, paths_file=paths_file, pid=pid, backend=backend, uri=uri)
 
 
 def index_info(index: str | Path, *, backend: str = "faiss", uri: str | None = None) -> dict:
     """A gallery's metadata: kind, metric, dim, params, count, build recall, sizes."""
-    from reidcli.index.ops import info, open_gallery
+    from reidcli.index.store import info, open_gallery
 
     return info(open_gallery(index, backend, uri))
 
@@ -144,10 +144,11 @@ def search(
         {"index", "kind", "metric", "topk", "seconds", "results": [{"path", "pid"?, "camid"?,
         "hits": [{"path", "pid", "camid", "distance"}, ...]}, ...]} (pid/camid -1: unknown).
     """
-    from reidcli.index.ops import load_rows, search_index, write_results
+    from reidcli.index.inputs import load_rows
+    from reidcli.index.search import search_index, write_results
 
     if model is not None:
-        from reidcli.index.ops import embed_queries
+        from reidcli.index.inputs import embed_queries
 
         rows, stated = embed_queries(model, queries, device, reporter)
         source = "images"

@@ -90,7 +90,8 @@ def _index_metrics(request: EvalRequest, feats, recipe) -> dict:
     """Metrics from the index's top-K, with the dense evaluation beside them when the features
     file's gallery is the index's."""
     from reidcli.index.evaluate import index_metrics, same_gallery
-    from reidcli.index.ops import open_gallery, search_params
+    from reidcli.index.search import search_params
+    from reidcli.index.store import open_gallery
     from reidcli.metrics.evaluate import public_metrics, run_evaluation
 
     if request.features is None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from reidcli.errors import GalleryIndexError, RecipeError
 from reidcli.index.gallery import UNKNOWN, Gallery, SearchParams
-from reidcli.index.ops import exclusion
+from reidcli.index.search import exclusion
 from reidcli.metrics.features import Features
 from reidcli.metrics.rank import summarise_positions, summarize
 

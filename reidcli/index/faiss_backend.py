@@ -163,9 +163,6 @@ class FaissGallery(Gallery):
         return self.ids[np.isin(self.paths.astype(str), np.asarray(list(paths), dtype=str))]
 
     # -- backend -----------------------------------------------------------------------------
-    def refine_factor(self) -> int:
-        return max(1, self.meta["params"].get("refine", 0)) if self.kind == "ivfpq" else 1
-
     def _set_params(self, params: SearchParams) -> None:
         defaults = self.meta["search"]
         if self.kind == "ivfpq":
@@ -240,13 +237,6 @@ class FaissGallery(Gallery):
         if self.kind == "hnsw" and self.count:
             return self.ids, self.index.reconstruct_batch(self.ids)
         return None
-
-    def exhaustive_params(self) -> SearchParams:
-        if self.kind == "ivfpq":
-            return SearchParams(nprobe=self.meta["params"]["nlist"])
-        if self.kind == "hnsw":
-            return SearchParams(ef_search=max(256, 4 * self.meta["search"]["ef_search"]))
-        return SearchParams()
 
     def memory_bytes(self) -> int:
         """Bytes of the faiss index as written to the file (about what it holds in memory)."""

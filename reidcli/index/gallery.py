@@ -173,7 +173,7 @@ class Gallery(ABC):
     # -- shared ----------------------------------------------------------------------------------
     def refine_factor(self) -> int:
         """R: the top K's first 10 hits are chosen among R times as many candidates."""
-        return 1
+        return max(1, self.meta["params"].get("refine", 0)) if self.kind == "ivfpq" else 1
 
     def check_features(self, features: np.ndarray, source: str, distance: str | None) -> None:
         """Raise GalleryIndexError for features of another width or stated metric."""
@@ -349,6 +349,10 @@ class Gallery(ABC):
 
     def exhaustive_params(self) -> SearchParams:
         """Search parameters that visit the whole index (for verification)."""
+        if self.kind == "ivfpq":
+            return SearchParams(nprobe=self.meta["params"]["nlist"])
+        if self.kind == "hnsw":
+            return SearchParams(ef_search=max(256, 4 * self.meta["search"]["ef_search"]))
         return SearchParams()
 
     def measure_recall(self, vectors: np.ndarray, ids: np.ndarray, sample: int, seed: int) -> dict:

@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from reidcli.errors import GalleryIndexError
-from reidcli.index.gallery import UNKNOWN, Gallery, SearchParams, to_distance
+from reidcli.index.gallery import UNKNOWN, Gallery, to_distance
 
 META_SUFFIX = "__reid_meta"
 BUILDING_SUFFIX = "__reid_building"
@@ -192,9 +192,6 @@ class MilvusGallery(Gallery):
                 self._cache[int(hit["id"])] = (entity["path"], entity["pid"], entity["camid"])
         return ids, to_distance(values, self.metric)
 
-    def refine_factor(self) -> int:
-        return max(1, self.meta["params"].get("refine", 0)) if self.kind == "ivfpq" else 1
-
     def _vectors(self, ids):
         if self.kind == "ivfpq" and not self.meta["params"].get("refine", 0):
             return None
@@ -247,13 +244,6 @@ class MilvusGallery(Gallery):
             self._cache.pop(i, None)
         if self._fetch(ids, ["id"]):
             raise GalleryIndexError("Milvus still returns removed rows")
-
-    def exhaustive_params(self) -> SearchParams:
-        if self.kind == "ivfpq":
-            return SearchParams(nprobe=self.meta["params"]["nlist"])
-        if self.kind == "hnsw":
-            return SearchParams(ef_search=max(256, 4 * self.meta["search"]["ef_search"]))
-        return SearchParams()
 
 
 def _metric(meta: dict) -> str:

@@ -95,9 +95,13 @@ class Features:
         return Labels(self.gallery_pids, self.gallery_camids)
 
 
-def _check_side(arrays: dict[str, np.ndarray], side: str, source: str) -> None:
-    """Check one side's arrays and convert them in place to float32 / int64."""
-    key = f"{side}_features"
+def check_rows(arrays: dict[str, np.ndarray], prefix: str, source: str) -> None:
+    """Check one set of rows and convert it in place to float32 / int64.
+
+    The keys are `{prefix}features`, `{prefix}pids`, `{prefix}camids` and optionally
+    `{prefix}paths` (prefix "query_" or "gallery_" here; "" for a `reid embed` file).
+    """
+    key = f"{prefix}features"
     feats = arrays[key]
     if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
         raise FeaturesError(
@@ -117,17 +121,17 @@ def _check_side(arrays: dict[str, np.ndarray], side: str, source: str) -> None:
             f"row(s), first at row {int(rows[0])}"
         )
     for kind in ("pids", "camids"):
-        key = f"{side}_{kind}"
-        arrays[key] = _as_int64(arrays[key], key, source)
-        if arrays[key].shape != (feats.shape[0],):
+        name = f"{prefix}{kind}"
+        arrays[name] = _as_int64(arrays[name], name, source)
+        if arrays[name].shape != (feats.shape[0],):
             raise FeaturesError(
-                f"{source}: {key} has shape {arrays[key].shape}, expected ({feats.shape[0]},) "
-                f"to match {side}_features"
+                f"{source}: {name} has shape {arrays[name].shape}, expected ({feats.shape[0]},) "
+                f"to match {key}"
             )
-    paths = arrays.get(f"{side}_paths")
+    paths = arrays.get(f"{prefix}paths")
     if paths is not None and paths.shape != (feats.shape[0],):
         raise FeaturesError(
-            f"{source}: {side}_paths has shape {paths.shape}, expected ({feats.shape[0]},)"
+            f"{source}: {prefix}paths has shape {paths.shape}, expected ({feats.shape[0]},)"
         )
 
 
@@ -162,7 +166,7 @@ def validate_features(arrays: dict[str, np.ndarray], source: str = "features") -
             f"(a features file needs {', '.join(REQUIRED_KEYS)})"
         )
     for side in ("query", "gallery"):
-        _check_side(arrays, side, source)
+        check_rows(arrays, f"{side}_", source)
     q_dim, g_dim = arrays["query_features"].shape[1], arrays["gallery_features"].shape[1]
     if q_dim != g_dim:
         raise FeaturesError(
@@ -183,15 +187,23 @@ def load_features(path: str | Path) -> Features:
     Raises:
         FeaturesError: When the file is missing, unreadable or breaks the contract.
     """
+    return validate_features(read_npz(path), source=str(path))
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file (no pickles).
+
+    Raises:
+        FeaturesError: When the file is missing or is not a readable `.npz`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FeaturesError(f"features file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+            return {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise FeaturesError(f"{path}: not a readable .npz features file ({err})") from err
-    return validate_features(arrays, source=str(path))
 
 
 def as_features(

@@ -1,0 +1,70 @@
+"""Features files and image queries as gallery rows."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from reidcli.errors import FeaturesError
+from reidcli.index.gallery import METRICS, UNKNOWN, Rows
+
+log = logging.getLogger(__name__)
+
+
+def load_rows(path: str | Path, side: str) -> tuple[Rows, str | None]:
+    """Rows of a `reid embed` file (`features`, `paths`, optional `pids`, `camids`,
+    `distance`) or one side ("query"/"gallery") of a `reid eval --features` file.
+
+    Returns:
+        The rows and the distance the file states (None when it states none).
+
+    Raises:
+        FeaturesError: a missing, unreadable, empty or malformed file.
+    """
+    from reidcli.metrics.features import check_rows, read_npz, validate_features
+
+    path = Path(path)
+    arrays = read_npz(path)
+    distance = str(arrays["distance"]) if "distance" in arrays else None
+    if distance is not None and distance not in METRICS:
+        raise FeaturesError(f"{path}: unknown distance {distance!r}")
+    if "features" in arrays:  # a `reid embed` file: labels are optional
+        prefix = ""
+        feats = arrays["features"]
+        n = feats.shape[0] if feats.ndim == 2 else 0
+        for key in ("pids", "camids"):
+            arrays.setdefault(key, np.full(n, UNKNOWN, np.int64))
+        check_rows(arrays, prefix, str(path))
+    elif f"{side}_features" in arrays:
+        prefix = f"{side}_"
+        arrays = vars(validate_features(arrays, str(path)))
+    else:
+        raise FeaturesError(
+            f"{path}: no `features` (a `reid embed` file) nor `{side}_features` (a `reid eval "
+            "--features` file)"
+        )
+    feats = arrays[f"{prefix}features"]
+    paths = arrays.get(f"{prefix}paths")
+    if paths is None:
+        paths = np.asarray([f"{path.name}:{i}" for i in range(len(feats))], dtype=object)
+    paths = np.asarray(paths, dtype=str).astype(object)
+    return Rows(feats, paths, arrays[f"{prefix}pids"], arrays[f"{prefix}camids"]), distance
+
+
+def embed_queries(model, images, device: str, reporter) -> tuple[Rows, str | None]:
+    """Image queries embedded by a checkpoint or export, as `reid embed` would, and the
+    distance the model's recipe evaluates with (None for an export)."""
+    from reidcli.engine.embed import collect_inputs, load_runner, run_images
+    from reidcli.reporting import Reporter
+
+    items = (images,) if isinstance(images, str | Path) else tuple(images)
+    runner, (batch, workers, distance) = load_runner(model, device, None, None)
+    paths = collect_inputs(items)
+    feats, kept, skipped = run_images(runner, paths, batch, workers, False, reporter or Reporter())
+    for item in skipped:
+        log.warning("skipped unreadable image: %s", item["error"])
+    n = len(kept)
+    unknown = np.full(n, UNKNOWN, np.int64)
+    return Rows(feats, np.asarray(kept, dtype=object), unknown, unknown.copy()), distance

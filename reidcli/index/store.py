@@ -1,0 +1,70 @@
+"""Opening galleries on their backend, and the lock that writers hold."""
+
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+from pathlib import Path
+
+from reidcli.errors import RecipeError
+from reidcli.index.gallery import Gallery
+
+BACKENDS = ("faiss", "milvus")
+
+
+def open_gallery(index: str | Path, backend: str = "faiss", uri: str | None = None) -> Gallery:
+    """An existing gallery: a faiss index file, or a Milvus collection at `uri`."""
+    check_backend(backend, uri)
+    if backend == "milvus":
+        from reidcli.index.milvus_backend import MilvusGallery
+
+        return MilvusGallery.open(uri, str(index))
+    from reidcli.index.faiss_backend import FaissGallery
+
+    return FaissGallery.open(Path(index))
+
+
+def check_backend(backend: str, uri: str | None) -> None:
+    if backend not in BACKENDS:
+        raise RecipeError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if (backend == "milvus") != (uri is not None):
+        raise RecipeError("--uri (a Milvus server or Milvus Lite file) goes with --backend milvus")
+
+
+def _lock_path(index, backend: str, uri: str | None) -> Path | None:
+    """The lock file of an index file or a Milvus Lite file; None for a Milvus server."""
+    if backend == "faiss":
+        path = Path(index)
+        return path.with_name(f".{path.name}.lock")
+    if uri is not None and "://" not in uri:  # Milvus Lite: a local file
+        path = Path(uri)
+        return path.with_name(f".{path.name}.{index}.lock")
+    return None
+
+
+@contextmanager
+def writing(index, backend: str = "faiss", uri: str | None = None):
+    """Hold the gallery's lock file while changing it: concurrent writers wait their turn.
+
+    A Milvus server has no lock here: one writer at a time per gallery."""
+    lock = _lock_path(index, backend, uri)
+    if lock is None:
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def info(gallery: Gallery) -> dict:
+    """What `reid index info` prints: the metadata, the location, the row count."""
+    meta = dict(gallery.meta)
+    where = str(gallery.path) if hasattr(gallery, "path") else gallery.location
+    out = {"index": where, **meta, "count": gallery.count}
+    if hasattr(gallery, "memory_bytes"):
+        out["index_bytes"] = gallery.memory_bytes()
+    return out
