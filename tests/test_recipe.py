@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from reidcli.errors import RecipeError
-from reidcli.recipe import Recipe, load_recipe
+from reidcli.recipe import Recipe, load_eval, load_recipe
 from reidcli.recipe.loss import parse_loss_string
 from reidcli.recipe.model import MODELS
 
@@ -182,3 +182,29 @@ def test_rerank_lambda_alias(tmp_path):
     r = load_recipe(write(tmp_path, "eval:\n  rerank: {enabled: true, lambda: 0.5}\n"))
     assert r.eval.rerank.lambda_ == 0.5
     assert r.to_dict()["eval"]["rerank"]["lambda"] == 0.5
+
+
+def test_load_eval_is_the_recipes_eval_section(tmp_path):
+    # without a file: the schema's eval section with the overrides, validated alone
+    overrides = ["eval.rerank.k1=7", "eval.distance=euclidean"]
+    assert load_eval(None, overrides) == load_recipe(None, overrides).eval
+    assert load_eval(None) == Recipe().eval
+    # with a file: the file's eval section, the file validated whole
+    path = write(tmp_path, "eval:\n  rerank: {k2: 3}\n")
+    assert load_eval(path, ["eval.rerank.k1=7"]).rerank.model_dump() == {
+        "enabled": False, "k1": 7, "k2": 3, "lambda_": 0.3,
+    }  # fmt: skip
+    with pytest.raises(RecipeError, match=r"train.epochs: Input should be greater than 0"):
+        load_eval(write(tmp_path, "train: {epochs: 0}\n"))
+
+
+def test_load_eval_errors_name_the_full_key():
+    with pytest.raises(RecipeError, match=r"eval.rerank.kk: unknown key .*valid keys: enabled"):
+        load_eval(None, ["eval.rerank.kk=3"])
+    with pytest.raises(RecipeError, match=r"eval.rerank.k1: .*greater than or equal to 1 \(from"):
+        load_eval(None, ["eval.rerank.k1=0"])
+    with pytest.raises(RecipeError, match=r"eval.distanc: unknown key; did you mean 'distance'"):
+        load_eval(None, ["eval.distanc=cosine"])
+    # features are scored with the eval section only: another section's key does nothing there
+    with pytest.raises(RecipeError, match=r"'data.root=x': features are scored with the eval"):
+        load_eval(None, ["eval.distance=cosine", "data.root=x"])

@@ -83,11 +83,17 @@ def test_matches_dense_transcription(k1, k2, lam):
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
-def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(monkeypatch, golden):
+@pytest.mark.parametrize("keep", [True, False])
+def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(
+    monkeypatch, golden, keep
+):
+    # keep: the final blocks reuse the query-to-gallery products of the neighbour pass
     qf, gf = golden["query_features"][:80], golden["gallery_features"][:400]
     qf = qf / np.linalg.norm(qf, axis=1, keepdims=True)
     gf = gf / np.linalg.norm(gf, axis=1, keepdims=True)
     whole = rr.rerank(qf, gf, metric="euclidean", **DEFAULTS)
+    if not keep:
+        monkeypatch.setattr(rr, "KEEP_ELEMENTS", 0)
     monkeypatch.setattr(neighbours, "BLOCK_ELEMENTS", 3000)
     monkeypatch.setattr(rr, "FINAL_ELEMENTS", 2000)
     monkeypatch.setattr(rr, "PAIR_BUDGET", 500)

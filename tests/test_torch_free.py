@@ -30,6 +30,7 @@ sys.meta_path.insert(0, RefuseTorch())
 def report():
     loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
     print("TORCH-CHECK " + repr((len(attempts), loaded)), file=sys.stderr)
+    print("SCHEMA-LOADED " + repr("reidcli.recipe.schema" in sys.modules), file=sys.stderr)
     for stack in attempts:
         print(stack, file=sys.stderr)
 
@@ -78,6 +79,24 @@ def test_features_commands_do_not_import_torch(features_file, args):
     assert "TORCH-CHECK (0, [])" in out.stderr, out.stderr
     doc = json.loads(out.stdout)
     assert 0.3 < doc["mAP"] <= 1.0 and doc["num_query"] == 20
+
+
+@pytest.mark.parametrize(
+    ("args", "whole_schema"),
+    [
+        (("rerank", "{f}", "--k1", "8", "--json"), False),
+        (("eval", "--features", "{f}", "--set", "eval.distance=euclidean", "--json"), False),
+        (("eval", "--features", "{f}", "--recipe", "{recipe}", "--json"), True),
+    ],
+)
+def test_features_commands_build_only_the_eval_section(features_file, tmp_path, args, whole_schema):
+    # scoring a features file reads the eval section; a recipe file is still validated whole
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("eval:\n  distance: euclidean\n")
+    out = _run(*(a.format(f=features_file, recipe=recipe) for a in args))
+    assert out.returncode == 0, out.stderr
+    assert f"SCHEMA-LOADED {whole_schema}" in out.stderr, out.stderr
+    assert 0.3 < json.loads(out.stdout)["mAP"] <= 1.0
 
 
 def test_the_check_detects_torch():

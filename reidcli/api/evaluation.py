@@ -36,7 +36,8 @@ def evaluate(
     flip, rerank, query_expansion, seed): the run's recipe for a model, the schema defaults (or
     `recipe`) for a features file, then `overrides`, e.g. `{"eval.rerank.enabled": True}`.
     `data.*` overrides evaluate a run on another prepared dataset (cross-domain); `model.*`
-    cannot change.
+    cannot change. A features file is scored with the `eval` section only, so its overrides
+    must be `eval.*` keys.
 
     Args:
         target: a run folder (its best.pt, else last.pt), a checkpoint, or None for the newest
@@ -86,14 +87,16 @@ def rerank(
     """k-reciprocal re-ranking of a features file: metrics before and after (under `reranked`).
 
     The options are the recipe's `eval.rerank` (k1, k2, lambda) and `eval.distance`: schema
-    defaults, then `recipe`, then `overrides` (e.g. `{"eval.rerank.k1": 30}`). With `out`, the
-    (Q, G) float32 re-ranked distances are written there as `.npy`, streamed block by block.
+    defaults, then `recipe`, then `overrides` (`eval.*` keys only, e.g.
+    `{"eval.rerank.k1": 30}`). With `out`, the (Q, G) float32 re-ranked distances are written
+    there as `.npy`, streamed block by block.
     """
     from reidcli.metrics.evaluate import run_evaluation
     from reidcli.metrics.features import load_features
-    from reidcli.recipe import load_recipe
+    from reidcli.recipe import load_eval
 
-    cfg = load_recipe(recipe, [*as_overrides(overrides), "eval.rerank.enabled=true"]).eval
+    cfg = load_eval(recipe, as_overrides(overrides))
+    cfg = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(update={"enabled": True})})
     result = run_evaluation(load_features(features_path), cfg, rerank_out=out)
     if out is not None:
         result.metrics["reranked"]["out"] = str(out)

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import typer
-import yaml
 
 from reidcli.errors import RecipeError
 
@@ -60,6 +59,8 @@ def show_cmd(
     from reidcli.recipe import load_recipe
 
     recipe = load_recipe(file, overrides)
+    import yaml
+
     sys.stdout.write(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
 
 

@@ -49,19 +49,19 @@ def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
     if request.features is not None:
         if request.target is not None:
             raise RecipeError("give either a run/checkpoint or --features, not both")
-        from reidcli.recipe import load_recipe
+        from reidcli.recipe import load_eval
 
-        recipe = load_recipe(request.recipe, request.overrides)
+        cfg = load_eval(request.recipe, request.overrides)
         feats, out_dir = load_features(request.features), Path(request.features).parent
     else:
         feats, recipe, trained, checkpoint = _model_features(request, reporter)
-        out_dir = checkpoint.parent
+        cfg, out_dir = recipe.eval, checkpoint.parent
     if request.save_features is not None:
         save_features(request.save_features, *(getattr(feats, f.name) for f in fields(feats)))
     if request.visualize and not feats.has_paths:
         raise FeaturesError(f"{request.features}: --visualize needs query_paths and gallery_paths")
     if request.index is not None:
-        return _index_metrics(request, feats, recipe)
+        return _index_metrics(request, feats, cfg)
     index_only = {
         "--nprobe": request.nprobe, "--ef-search": request.ef_search, "--uri": request.uri,
         "--backend milvus": request.backend != "faiss" or None,
@@ -69,9 +69,7 @@ def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
     given = [name for name, value in index_only.items() if value is not None]
     if given:
         raise RecipeError(f"{', '.join(given)} apply to --index")
-    result = run_evaluation(
-        feats, recipe.eval, seed=recipe.eval.seed, top_k=10 if request.visualize else 0
-    )
+    result = run_evaluation(feats, cfg, seed=cfg.seed, top_k=10 if request.visualize else 0)
     metrics = result.metrics
     if request.save_features is not None:
         metrics["features_file"] = str(request.save_features)
@@ -86,7 +84,7 @@ def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
     return metrics
 
 
-def _index_metrics(request: EvalRequest, feats, recipe) -> dict:
+def _index_metrics(request: EvalRequest, feats, cfg) -> dict:
     """Metrics from the index's top-K, with the dense evaluation beside them when the features
     file's gallery is the index's."""
     from reidcli.index.evaluate import index_metrics, same_gallery
@@ -100,10 +98,10 @@ def _index_metrics(request: EvalRequest, feats, recipe) -> dict:
         raise RecipeError("--index does not combine with --visualize or --save-features")
     gallery = open_gallery(request.index, request.backend, request.uri)
     params = search_params(gallery, request.nprobe, request.ef_search)
-    metrics = index_metrics(feats, gallery, recipe.eval, topk=request.index_topk, params=params)
+    metrics = index_metrics(feats, gallery, cfg, topk=request.index_topk, params=params)
     metrics["index"]["path"] = str(request.index)
     if same_gallery(feats, gallery):
-        exact = run_evaluation(feats, recipe.eval.model_copy(update={"distance": gallery.metric}))
+        exact = run_evaluation(feats, cfg.model_copy(update={"distance": gallery.metric}))
         metrics["exact"] = public_metrics(exact.metrics)
     return metrics
 

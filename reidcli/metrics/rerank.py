@@ -28,6 +28,9 @@ FINAL_ELEMENTS = 1 << 20
 PAIR_BUDGET = 1 << 19
 # Feature pairs gathered at once when computing distances of arbitrary pairs.
 PAIR_ROWS = 1 << 10
+# Query-to-gallery distances kept from the neighbour pass for the final matrix when there are at
+# most this many (64 MiB of float32); larger problems compute them again, block by block.
+KEEP_ELEMENTS = 1 << 24
 
 
 class FeatureSource:
@@ -39,9 +42,22 @@ class FeatureSource:
         self.x = features  # (N, D) float32
         self.sq = squared_norms(features)  # (N,)
         self.n = features.shape[0]
+        self._kept: np.ndarray | None = None  # (Q, N - Q) distances copied out of blocks
+        self._kept_rows = np.zeros(0, dtype=bool)  # which of its rows are filled
+
+    def keep(self, num_rows: int) -> None:
+        """From now on, copy the distances of rows :num_rows to columns num_rows: out of every
+        block that holds them in full; `block(start, stop, num_rows)` then hands those rows out
+        (once each: the caller owns and may modify the returned block)."""
+        self._kept = np.empty((num_rows, self.n - num_rows), dtype=self.x.dtype)
+        self._kept_rows = np.zeros(num_rows, dtype=bool)
 
     def block(self, start: int, stop: int, col_start: int = 0) -> np.ndarray:
         """(stop - start, N - col_start) distances of rows start:stop to columns col_start:."""
+        kept = self._kept
+        if kept is not None and col_start == len(kept) and self._kept_rows[start:stop].all():
+            self._kept_rows[start:stop] = False
+            return kept[start:stop]
         dist = self.x[start:stop] @ self.x[col_start:].T  # BLAS, multi-threaded
         dist *= -2.0
         dist += self.sq[start:stop, None]
@@ -50,6 +66,10 @@ class FeatureSource:
         # an item is at distance 0 from itself, whatever the rounding of the expansion above
         rows = np.arange(max(start, col_start), max(stop, col_start))
         dist[rows - start, rows - col_start] = 0.0
+        if kept is not None and start < len(kept) and col_start <= len(kept):
+            stop_q = min(stop, len(kept))
+            kept[start:stop_q] = dist[: stop_q - start, len(kept) - col_start :]
+            self._kept_rows[start:stop_q] = True
         return dist
 
     def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -161,6 +181,8 @@ def _iter_final(
     source, num_query: int, k1: int, k2: int, lambda_: float
 ) -> Iterator[tuple[int, np.ndarray]]:
     n = source.n
+    if isinstance(source, FeatureSource) and num_query * (n - num_query) <= KEEP_ELEMENTS:
+        source.keep(num_query)  # the final blocks reuse the neighbour pass's products
     knn, row_max = nearest(source, max(k1 + 1, k2), symmetric=source.symmetric)
     v = _encode(source, knn, row_max, k1, k2)
     del knn

@@ -1,17 +1,25 @@
-"""Recipe loading: YAML file → dict → `--set` overrides → validation, with precise errors."""
+"""Recipe loading: YAML file → dict → `--set` overrides → validation, with precise errors.
+
+The whole schema (`reidcli.recipe.schema`) is imported when a whole recipe is validated, and
+yaml when a file or an override is read: `load_eval` without a recipe file validates the
+`eval` section alone, which is all that scoring a features file needs.
+"""
+
+from __future__ import annotations
 
 import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from reidcli.errors import RecipeError
-from reidcli.recipe.loss import parse_loss_string
-from reidcli.recipe.schema import Recipe
+
+if TYPE_CHECKING:
+    from reidcli.recipe.run import Eval
+    from reidcli.recipe.schema import Recipe
 
 Loc = tuple[str | int, ...]
 
@@ -27,6 +35,8 @@ def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         RecipeError: the file is missing or malformed, or a value is invalid. The message names
             the file, the field path, the reason and, where known, the YAML line.
     """
+    from reidcli.recipe.loss import parse_loss_string
+
     source = str(path) if path is not None else "<defaults>"
     raw, lines = ({}, {}) if path is None else _read_yaml(Path(path))
     if "loss" in raw and isinstance(raw["loss"], str):
@@ -39,6 +49,31 @@ def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         loc = apply_override(raw, text)
         set_paths.add(loc)
     return validate_recipe(raw, source, lines, set_paths)
+
+
+def load_eval(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Eval:
+    """The `eval` section of a recipe: what scoring a features file reads.
+
+    With a recipe file the whole recipe is validated (as `load_recipe`). Without one, the
+    defaults of the `eval` section with `overrides` applied are validated alone. Either way an
+    override outside `eval.` is refused: nothing but the `eval` section acts on features.
+
+    Raises:
+        RecipeError: as `load_recipe`, or an override names another section.
+    """
+    outside = [text for text in overrides if text.partition("=")[0].strip().split(".")[0] != "eval"]
+    if outside:
+        raise RecipeError(
+            f"--set {outside[0]!r}: features are scored with the eval section only; "
+            "give eval.* keys (for example eval.distance=euclidean)"
+        )
+    if path is not None:
+        return load_recipe(path, overrides).eval
+    from reidcli.recipe.run import Eval
+
+    raw: dict = {}
+    set_paths = {apply_override(raw, text) for text in overrides}
+    return _validate(Eval, raw.get("eval", {}), "<defaults>", None, set_paths, prefix=("eval",))
 
 
 def override_recipe(
@@ -60,14 +95,29 @@ def validate_recipe(
     raw: dict, source: str = "<recipe>", lines: dict | None = None, set_paths: set | None = None
 ) -> Recipe:
     """Validate a plain dict as a `Recipe`, turning pydantic errors into one `RecipeError`."""
+    from reidcli.recipe.schema import Recipe
+
+    return _validate(Recipe, raw, source, lines, set_paths)
+
+
+def _validate(
+    model: type[BaseModel],
+    raw: Any,
+    source: str,
+    lines: dict | None,
+    set_paths: set | None,
+    prefix: Loc = (),
+):
+    """`model.model_validate(raw)`, its errors shown at `prefix` + their location."""
     try:
-        return Recipe.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         messages = []
         for item in err.errors():
-            loc, reason = _display_loc(item["loc"]), item["msg"]
+            shown, parent = _walk(item["loc"], model)
+            loc, reason = (*prefix, *shown), item["msg"]
             if item["type"] == "extra_forbidden":
-                reason = "unknown key" + _suggest(item["loc"])
+                reason = "unknown key" + _suggest(shown, parent)
             elif reason.startswith("Value error, "):
                 reason = reason.removeprefix("Value error, ")
             where = " (from --set)" if set_paths and _covered(loc, set_paths) else ""
@@ -77,6 +127,8 @@ def validate_recipe(
 
 def apply_override(raw: dict, text: str) -> Loc:
     """Apply one `a.b.c=value` override in place and return its key path."""
+    import yaml
+
     key, sep, value_text = text.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, for example optim.lr=3e-4")
@@ -108,6 +160,8 @@ def apply_override(raw: dict, text: str) -> Loc:
 
 
 def _read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
+    import yaml
+
     if not path.exists():
         raise RecipeError(f"{path}: recipe file not found")
     if path.is_dir():
@@ -135,8 +189,10 @@ def _read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
     return data, lines
 
 
-def _collect_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+def _collect_lines(node: Any, loc: Loc, out: dict[Loc, int]) -> None:
     """Map every key path of a composed YAML document to its 1-based line."""
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             child = (*loc, key_node.value)
@@ -160,14 +216,14 @@ def _covered(loc: Loc, set_paths: set) -> bool:
     return any(loc[: len(p)] == p or p[: len(loc)] == loc for p in set_paths)
 
 
-def _walk(loc: tuple) -> tuple[Loc, type[BaseModel] | None]:
-    """Follow a pydantic error location through the schema.
+def _walk(loc: tuple, root: type[BaseModel]) -> tuple[Loc, type[BaseModel] | None]:
+    """Follow a pydantic error location through the schema from `root`.
 
     Returns the location without discriminator tags (what the user wrote) and the model class
     that holds the last element.
     """
     shown: list[str | int] = []
-    current: Any = Recipe
+    current: Any = root
     parent: type[BaseModel] | None = None
     for elem in loc:
         current = _unwrap(current)
@@ -213,12 +269,7 @@ def _tag(model: type[BaseModel]) -> Any:
     return field.default if field is not None else None
 
 
-def _display_loc(loc: tuple) -> Loc:
-    return _walk(loc)[0]
-
-
-def _suggest(loc: tuple) -> str:
-    shown, parent = _walk(loc)
+def _suggest(shown: Loc, parent: type[BaseModel] | None) -> str:
     if parent is None or not shown:
         return ""
     keys = [f.alias or name for name, f in parent.model_fields.items()]
