@@ -98,6 +98,7 @@ def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(
     monkeypatch.setattr(rr, "FINAL_ELEMENTS", 2000)
     monkeypatch.setattr(rr, "PAIR_BUDGET", 500)
     monkeypatch.setattr(rr, "PAIR_ROWS", 77)
+    monkeypatch.setattr(rr, "EXPAND_ELEMENTS", 5000)
     starts = [s for s, _ in rr.iter_rerank(qf, gf, metric="euclidean", **DEFAULTS)]
     assert len(starts) > 5 and starts == sorted(starts)
     np.testing.assert_allclose(rr.rerank(qf, gf, metric="euclidean", **DEFAULTS), whole, atol=1e-6)

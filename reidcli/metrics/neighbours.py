@@ -20,8 +20,9 @@ import numpy as np
 
 from reidcli.metrics.rank import value_keys
 
-# (rows, N) float32 distance blocks of about 16 MiB.
-BLOCK_ELEMENTS = 1 << 22
+# (rows, N) float32 distance blocks of about 8 MiB (with the transposed copy and the partial
+# sorts' copies, a few such blocks are alive at once).
+BLOCK_ELEMENTS = 1 << 21
 # Threads for the partial sorts (numpy releases the GIL in them; BLAS has its own threads).
 SORT_THREADS = 2
 NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)  # above every real key (finite distances)

@@ -31,6 +31,9 @@ PAIR_ROWS = 1 << 10
 # Query-to-gallery distances kept from the neighbour pass for the final matrix when there are at
 # most this many (64 MiB of float32); larger problems compute them again, block by block.
 KEEP_ELEMENTS = 1 << 24
+# Gathered (item, candidate, candidate's neighbour) triples per chunk when expanding the sets
+# (a few int64 arrays of this size are alive at once).
+EXPAND_ELEMENTS = 1 << 18
 
 
 class FeatureSource:
@@ -128,7 +131,7 @@ def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     in_r = _row_keys(table, mask)  # R(p, k1) of every p, as keys p·N + member
     indptr = [np.zeros(1, np.int64)]
     indices = []
-    rows = max(1, (1 << 20) // ((k1 + 1) * (half + 1)))
+    rows = max(1, EXPAND_ELEMENTS // ((k1 + 1) * (half + 1)))
     for s in range(0, n, rows):
         cand, cmask = table[s : s + rows], mask[s : s + rows]  # (r, k1+1)
         sub, sub_mask = table_h[cand], mask_h[cand]  # (r, k1+1, half+1): R(c, k1/2)
