@@ -22,9 +22,22 @@ def test_explicit_precisions_are_kept(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
     assert [resolve_amp(a, CPU) for a in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
     assert Runtime.from_env("cpu", "bf16").amp_dtype == torch.bfloat16
-    with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
-        Runtime.from_env("cpu", "fp16")
+    fp16 = Runtime.from_env("cpu", "fp16")  # CPU autocast with a CPU loss scaler
+    assert fp16.amp_dtype == torch.float16 and fp16.grad_scaler().is_enabled()
+    assert not Runtime.from_env("cpu", "bf16").grad_scaler().is_enabled()
 
 
 def test_native_bf16_probe_answers():
     assert isinstance(runtime.cpu_has_fast_bf16(), bool)
+
+
+def test_sync_bn_on_cpu_ranks_is_refused_before_any_work():
+    from reidcli.engine.setup import check_runtime_options
+    from reidcli.recipe import load_recipe
+
+    recipe = load_recipe(None, ["train.sync_bn=true"])
+    two_cpu_ranks = Runtime(CPU, rank=0, world_size=2)
+    with pytest.raises(DeviceError, match=r"train\.sync_bn: SyncBatchNorm works on CUDA devices"):
+        check_runtime_options(recipe, two_cpu_ranks)
+    check_runtime_options(recipe, Runtime(CPU))  # one process: nothing to synchronise
+    check_runtime_options(load_recipe(None), two_cpu_ranks)

@@ -129,6 +129,88 @@ def test_training_learns_and_writes_run(tmp_path, dataset):
     assert json.loads((run / "env.json").read_text())["torch"] == torch.__version__
 
 
+@pytest.mark.portable
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_autocast_training_on_the_cpu_learns(tmp_path, dataset, amp):
+    # Both precisions are emulated on CPUs without AVX-512 BF16/FP16 (slow, but they run); fp16
+    # goes through the CPU loss scaler. The same margin over the untrained model as in fp32,
+    # over 10 epochs (fp16's early steps can be skipped while the loss scale settles).
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            dataset,
+            train__epochs=10,
+            train__eval_every=5,
+            train__amp=amp,
+            loss=[{"name": "cross_entropy"}],
+        )
+    )
+    before = untrained_map(recipe, dataset)
+    result = api.train(recipe, tmp_path / "run", device="cpu")
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "epoch"]
+    assert result.status == "completed" and len(losses) == 10
+    assert result.best["mAP"] >= before + LEARNED_MARGIN, (before, result.best)
+    assert losses[-1] < 0.9 * losses[0], losses
+    scaler = load_checkpoint(tmp_path / "run" / "last.pt")["scaler"]
+    assert ("scale" in scaler) == (amp == "fp16")  # the loss scaler runs for fp16 only
+
+
+class TinyBackbone(torch.nn.Sequential):
+    """Two convolutions: small enough for inductor to compile in seconds, not minutes."""
+
+    out_dim = 32
+
+    def __init__(self):
+        nn = torch.nn
+        super().__init__(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+
+
+def test_compiled_training_computes_the_eager_step(tmp_path, dataset, monkeypatch):
+    # train.compile on the CPU (inductor, which compiles C++): the first step's loss is the
+    # eager model's, the run completes and validates, and the checkpoint holds the plain model
+    # (no compile wrapper in its keys). The catalog's smallest model (OSNet x0.25) takes
+    # minutes to compile on 2 cores, so the run trains a two-convolution model with its head.
+    from reidcli.models import catalog
+    from reidcli.models.base import Layout
+    from reidcli.models.baselines import BackboneBNNeck
+
+    def tiny(cfg, num_classes):
+        layout = Layout("tiny", lambda key: [key], ())
+        return BackboneBNNeck(TinyBackbone(), num_classes, backbone_name="tiny",
+                              imagenet_layout=layout)  # fmt: skip
+
+    monkeypatch.setitem(catalog.MODEL_BUILDERS, "osnet_x0_25", tiny)
+    real_compile, wrapped = torch.compile, []
+
+    def compile_spy(model, **kwargs):
+        wrapped.append(type(model).__name__)
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_spy)
+    runs = {}
+    for compiled in (False, True):
+        folder = tmp_path / str(compiled)
+        folder.mkdir()
+        recipe = write_recipe(folder, dataset, train__epochs=2, train__eval_every=2,
+                              train__log_every=1, train__compile=compiled)  # fmt: skip
+        result = api.train(load_recipe(recipe), folder / "run", device="cpu")
+        assert result.status == "completed" and result.best["epoch"] == 2
+        lines = (folder / "run" / "metrics.jsonl").read_text().splitlines()
+        runs[compiled] = ([json.loads(x) for x in lines], final_weights(folder / "run"))
+    eager, compiled = (
+        [r["loss"] for r in runs[flag][0] if r["kind"] == "train"] for flag in (False, True)
+    )
+    assert compiled[0] == pytest.approx(eager[0], rel=1e-4)
+    assert runs[True][1].keys() == runs[False][1].keys()
+    assert all(key.startswith(("backbone.", "head.")) for key in runs[True][1])
+    assert wrapped == ["BackboneBNNeck"]  # the compiled run, and only it, compiled the model
+
+
 def test_library_training_is_silent_and_resumes_by_run_folder(tmp_path, dataset, capfd):
     path = write_recipe(
         tmp_path, dataset, schedule={"name": "constant"}, train__epochs=1, train__eval_every=0,
@@ -165,10 +247,13 @@ def test_console_reporter_plain_lines(tmp_path, dataset):
     assert "validation after epoch 1: mAP" in text
 
 
-def torchrun(*args: str) -> list[str]:
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def torchrun(*args: str, restarts: int = 0) -> list[str]:
     """`reid train ARGS` under torchrun: two processes on this machine."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-            "2", "-m", "reidcli", "train", *args]  # fmt: skip
+            "2", "--max-restarts", str(restarts), "-m", "reidcli", "train", *args]  # fmt: skip
 
 
 def wait_for(predicate, timeout: float = 300.0) -> None:
@@ -373,7 +458,7 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset):
     loss = [{"name": "cross_entropy"}, {"name": "triplet"}, {"name": "center"}]
     recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=2, loss=loss)
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = ONE_THREAD
     done = subprocess.run(torchrun(str(recipe_path), "--out", str(run), "--json"), cwd=ROOT,
                           capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -388,39 +473,87 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset):
     assert set(state["criterion"]) == {"centers.512"}
 
 
-def test_ddp_sigkill_mid_epoch_and_resume_is_bit_identical(tmp_path, dataset):
-    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0,
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory, dataset) -> tuple[Path, Path]:
+    """A recipe checkpointing every 2 steps and its uninterrupted 2-process gloo run."""
+    folder = tmp_path_factory.mktemp("ddp")
+    recipe_path = write_recipe(folder, dataset, train__epochs=2, train__eval_every=0,
                                train__checkpoint={"every_steps": 2})  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = tmp_path / "full"
-    done = subprocess.run(torchrun(str(recipe_path), "--out", str(full)), cwd=ROOT, env=env,
+    full = folder / "full"
+    done = subprocess.run(torchrun(str(recipe_path), "--out", str(full)), cwd=ROOT, env=ONE_THREAD,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    return recipe_path, full
 
-    killed = tmp_path / "killed"
-    # its own session, so that SIGKILL reaches torchrun and both training processes at once
-    proc = subprocess.Popen(torchrun(str(recipe_path), "--out", str(killed)), cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
 
-    def mid_epoch_two() -> bool:
-        if not (killed / "last.pt").exists():
+def mid_epoch_two(run: Path):
+    def check() -> bool:
+        if not (run / "last.pt").exists():
             return False
         time.sleep(0.2)
-        state = load_checkpoint(killed / "last.pt")
+        state = load_checkpoint(run / "last.pt")
         return state["epoch"] == 1 and state["batch_in_epoch"] > 0
 
+    return check
+
+
+def test_ddp_sigkill_mid_epoch_and_resume_is_bit_identical(tmp_path, ddp_reference):
+    recipe_path, full = ddp_reference
+    killed = tmp_path / "killed"
+    # its own session, so that SIGKILL reaches torchrun and both training processes at once
+    proc = subprocess.Popen(torchrun(str(recipe_path), "--out", str(killed)), cwd=ROOT,
+                            env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
     try:
-        wait_for(mid_epoch_two)
+        wait_for(mid_epoch_two(killed))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     state = load_checkpoint(killed / "last.pt")
     assert state["epoch"] == 1 and state["batch_in_epoch"] > 0 and state["world_size"] == 2
-    done = subprocess.run(torchrun("--resume", "--out", str(killed)), cwd=ROOT, env=env,
+    done = subprocess.run(torchrun("--resume", "--out", str(killed)), cwd=ROOT, env=ONE_THREAD,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_weights(final_weights(full), final_weights(killed))
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
+def test_torchrun_max_restarts_continues_after_a_rank_dies(tmp_path, ddp_reference):
+    # One training process is killed mid-epoch; torchrun restarts the group, and the same
+    # `reid train RECIPE --out RUN` continues RUN from its last.pt, ending where an
+    # uninterrupted run ends.
+    recipe_path, full = ddp_reference
+    run = tmp_path / "elastic"
+    command = torchrun(str(recipe_path), "--out", str(run), "--json", restarts=1)
+    proc = subprocess.Popen(command, cwd=ROOT, env=ONE_THREAD, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        wait_for(mid_epoch_two(run))
+        ranks = children(proc.pid)
+        assert len(ranks) == 2, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    assert "exitcode: -9" in err, err[-3000:]  # torchrun saw the rank die, then restarted
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
+    assert_same_weights(final_weights(full), final_weights(run))
 
 
 def test_two_nodes_c10d_rendezvous(tmp_path, dataset):
@@ -433,7 +566,7 @@ def test_two_nodes_c10d_rendezvous(tmp_path, dataset):
         port = probe.getsockname()[1]
     recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=2)
     run = tmp_path / "nodes"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = ONE_THREAD
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-id", "reid-test",
               "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "reidcli", "train",

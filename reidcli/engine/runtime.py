@@ -51,8 +51,9 @@ class Runtime:
 
         Args:
             device: auto (CUDA when available), cpu or cuda.
-            amp: off, bf16 (CPU and CUDA), fp16 (CUDA only, with a grad scaler) or auto (see
-                `resolve_amp`).
+            amp: off, bf16, fp16 (with a loss scaler) or auto (see `resolve_amp`). On a CPU
+                without native bf16 or fp16 arithmetic (AVX-512 BF16/FP16, AMX) both are
+                emulated and slower than fp32.
             channels_last: use the NHWC memory format for images and the model.
             seed: base seed; each rank adds its rank so augmentations differ across ranks.
             deterministic: deterministic kernels (slower) so that runs and resumes are exact.
@@ -64,10 +65,8 @@ class Runtime:
         if dev.type == "cuda":
             torch.cuda.set_device(local_rank)
         amp = resolve_amp(amp, dev)
-        if amp == "fp16" and dev.type != "cuda":
-            raise DeviceError("amp: fp16 needs a CUDA device; use amp: bf16 on the CPU")
         if world_size > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+            init_process_group("nccl" if dev.type == "cuda" else "gloo")
         seed_everything(seed + rank)
         set_deterministic(deterministic)
         return cls(dev, rank, world_size, local_rank, AMP_DTYPES[amp], channels_last)
@@ -93,6 +92,20 @@ class Runtime:
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def init_process_group(backend: str) -> None:
+    """The default process group, from torchrun's (or Slurm's) environment variables.
+
+    Its store keys are prefixed by torchrun's restart count. When `torchrun --max-restarts`
+    restarts the group, the new processes share the agent's store with the previous attempt,
+    whose keys (the old ranks' addresses) are still there: without the prefix, gloo connects to
+    processes that are gone and fails ("connectFullMesh failed ... Connection refused").
+    """
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"reid/attempt_{attempt}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
 
 
 def resolve_device(name: str, index: int = 0) -> torch.device:

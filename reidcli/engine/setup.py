@@ -15,6 +15,7 @@ from torch import nn
 from reidcli import __version__
 from reidcli.engine.optim import build_optimizer, build_scheduler
 from reidcli.engine.runtime import Runtime
+from reidcli.errors import DeviceError
 from reidcli.losses.criterion import build_criterion
 from reidcli.models.catalog import build_model
 from reidcli.recipe import Recipe
@@ -27,6 +28,21 @@ class RunParts:
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
+
+
+def check_runtime_options(recipe: Recipe, runtime: Runtime) -> None:
+    """Refuse, before any work, an option the run's device cannot execute.
+
+    Raises:
+        DeviceError: `train.sync_bn` in a distributed run on CPU ranks (torch's SyncBatchNorm
+            synchronises batch statistics on GPU modules only).
+    """
+    if recipe.train.sync_bn and runtime.distributed and runtime.device.type == "cpu":
+        raise DeviceError(
+            "train.sync_bn: SyncBatchNorm works on CUDA devices only and this run's ranks "
+            "compute on the CPU; set train.sync_bn: false (each rank then normalises with its "
+            "own batch statistics)"
+        )
 
 
 def build_parts(recipe: Recipe, data, runtime: Runtime, steps_per_epoch: int) -> RunParts:

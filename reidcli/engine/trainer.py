@@ -11,7 +11,7 @@ from reidcli.engine.data import images_and_labels, load_run_data
 from reidcli.engine.interrupt import StopRequest
 from reidcli.engine.progress import EpochProgress
 from reidcli.engine.runtime import Runtime, rng_state, set_rng_state
-from reidcli.engine.setup import RunParts, build_parts, write_run_files
+from reidcli.engine.setup import RunParts, build_parts, check_runtime_options, write_run_files
 from reidcli.engine.step import NonFiniteLoss, TrainStep
 from reidcli.engine.tracker import Tracker
 from reidcli.engine.validate import validate
@@ -69,6 +69,7 @@ def train(
     cfg = recipe.train
     runtime = Runtime.from_env(device, cfg.amp, cfg.channels_last, cfg.seed, cfg.deterministic)
     try:
+        check_runtime_options(recipe, runtime)
         state = None
         if resume_from is not None:
             state = load_checkpoint(resume_from)

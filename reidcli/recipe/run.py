@@ -38,7 +38,9 @@ class Train(Section):
     compile: bool = Field(False, description="torch.compile the model")
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm")
     grad_accum: int = Field(1, ge=1, description="accumulate gradients over N batches")
-    sync_bn: bool = Field(False, description="SyncBatchNorm in distributed runs")
+    sync_bn: bool = Field(
+        False, description="SyncBatchNorm in distributed runs (CUDA only; refused on CPU ranks)"
+    )
     eval_every: int = Field(10, ge=0, description="validate every N epochs (0: never)")
     val_ids: int = Field(
         0,

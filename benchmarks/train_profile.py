@@ -1,0 +1,78 @@
+"""Where the time of one training step goes: torch.profiler over `reid bench`'s train step.
+
+Usage: .venv/bin/python benchmarks/train_profile.py [RECIPE] [--channels-last] [--amp bf16]
+       [--steps 2] [--top 15]
+
+The step is the one `reid bench --mode train` times (`reidcli.bench.measure`): the recipe's
+model, loss and optimiser on a P×K batch of random images at the recipe's input size, forward,
+backward and update. One warm-up step, then `--steps` profiled steps; prints the operators with
+the largest self CPU time and the share of the usual groups (convolution, batch norm, ...).
+"""
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from reidcli.bench.measure import Setting, _train_step
+from reidcli.recipe import load_recipe
+
+# Operator name fragments -> the group they count in (first match wins).
+GROUPS = (
+    ("convolution", ("convolution", "conv2d", "mkldnn_conv")),
+    ("batch norm", ("batch_norm",)),
+    ("matrix products", ("addmm", "mm", "bmm", "linear", "matmul")),
+    ("pooling", ("pool",)),
+    ("optimiser", ("adam", "_foreach")),
+)
+
+
+def group_of(name: str) -> str:
+    low = name.lower()
+    for group, parts in GROUPS:
+        if any(p in low for p in parts):
+            return group
+    return "other (element-wise, copies, losses)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", default="recipes/lmbn_n.yaml")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--amp", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+
+    recipe = load_recipe(args.recipe)
+    setting = Setting("train", recipe.data.p * recipe.data.k, args.amp, args.channels_last,
+                      cudnn_benchmark=None, backend="torch", compile=False)  # fmt: skip
+    step = _train_step(recipe, setting, torch.device("cpu"))
+    step()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        begin = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        seconds = (time.perf_counter() - begin) / args.steps
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"{args.recipe}: {setting.batch} images of {recipe.data.height}x{recipe.data.width}, "
+          f"{args.amp}, {'channels_last' if args.channels_last else 'NCHW'}, "
+          f"{torch.get_num_threads()} threads: {seconds:.2f} s per step (profiled)")  # fmt: skip
+    print(f"\n{'operator':44s} {'self CPU %':>10s} {'calls':>7s}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
+        print(f"{e.key[:44]:44s} {100 * e.self_cpu_time_total / total:9.1f}% {e.count:7d}")
+    shares: dict[str, float] = defaultdict(float)
+    for e in events:
+        shares[group_of(e.key)] += e.self_cpu_time_total
+    print()
+    for group, value in sorted(shares.items(), key=lambda kv: -kv[1]):
+        print(f"{group:44s} {100 * value / total:9.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
