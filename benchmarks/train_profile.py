@@ -1,12 +1,14 @@
 """Where the time of one training step goes: torch.profiler over `reid bench`'s train step.
 
 Usage: .venv/bin/python benchmarks/train_profile.py [RECIPE] [--channels-last] [--amp bf16]
-       [--steps 2] [--top 15]
+       [--compile] [--steps 2] [--top 15]
 
 The step is the one `reid bench --mode train` times (`reidcli.bench.measure`): the recipe's
 model, loss and optimiser on a P×K batch of random images at the recipe's input size, forward,
-backward and update. One warm-up step, then `--steps` profiled steps; prints the operators with
-the largest self CPU time and the share of the usual groups (convolution, batch norm, ...).
+backward and update. One warm-up step (with `--compile`, torch.compile's inductor compiles
+during it: its time is printed), then `--steps` timed steps and `--steps` profiled ones; prints
+the operators with the largest self CPU time and the share of the usual groups (convolution,
+batch norm, ...).
 """
 
 import argparse
@@ -43,15 +45,25 @@ def main() -> int:
     parser.add_argument("recipe", nargs="?", default="recipes/lmbn_n.yaml")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--amp", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
 
     recipe = load_recipe(args.recipe)
     setting = Setting("train", recipe.data.p * recipe.data.k, args.amp, args.channels_last,
-                      cudnn_benchmark=None, backend="torch", compile=False)  # fmt: skip
+                      cudnn_benchmark=None, backend="torch", compile=args.compile)  # fmt: skip
     step = _train_step(recipe, setting, torch.device("cpu"))
-    step()  # warm-up
+    begin = time.perf_counter()
+    step()  # warm-up (and compilation)
+    print(f"first step (warm-up{', compilation' if args.compile else ''}): "
+          f"{time.perf_counter() - begin:.1f} s")  # fmt: skip
+    times = []
+    for _ in range(args.steps):
+        begin = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - begin)
+    print(f"timed steps: {', '.join(f'{t:.2f}' for t in times)} s")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         begin = time.perf_counter()
         for _ in range(args.steps):
@@ -61,6 +73,7 @@ def main() -> int:
     total = sum(e.self_cpu_time_total for e in events)
     print(f"{args.recipe}: {setting.batch} images of {recipe.data.height}x{recipe.data.width}, "
           f"{args.amp}, {'channels_last' if args.channels_last else 'NCHW'}, "
+          f"{'compiled' if args.compile else 'eager'}, "
           f"{torch.get_num_threads()} threads: {seconds:.2f} s per step (profiled)")  # fmt: skip
     print(f"\n{'operator':44s} {'self CPU %':>10s} {'calls':>7s}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:

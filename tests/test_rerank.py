@@ -95,6 +95,7 @@ def test_chunked_equals_whole_and_cosine_equals_euclidean_on_unit_vectors(
     if not keep:
         monkeypatch.setattr(rr, "KEEP_ELEMENTS", 0)
     monkeypatch.setattr(neighbours, "BLOCK_ELEMENTS", 3000)
+    monkeypatch.setattr(neighbours, "MIN_BLOCK_ROWS", 1)
     monkeypatch.setattr(rr, "FINAL_ELEMENTS", 2000)
     monkeypatch.setattr(rr, "PAIR_BUDGET", 500)
     monkeypatch.setattr(rr, "PAIR_ROWS", 77)
@@ -120,6 +121,7 @@ class _Matrix:
 @pytest.mark.parametrize("block_elements", [1 << 22, 7 * 50])  # one block; blocks of 7 rows
 def test_nearest_is_the_stable_order(levels, symmetric, block_elements, monkeypatch):
     monkeypatch.setattr(neighbours, "BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(neighbours, "MIN_BLOCK_ROWS", 1)
     rng = np.random.default_rng(levels)
     d = rng.random((50, 50)).astype(np.float32)
     if levels:  # many ties, also at the k-th value

@@ -23,6 +23,9 @@ from reidcli.metrics.rank import value_keys
 # (rows, N) float32 distance blocks of about 8 MiB (with the transposed copy and the partial
 # sorts' copies, a few such blocks are alive at once).
 BLOCK_ELEMENTS = 1 << 21
+# At least this many rows per block, so that the products stay efficient for large N (fewer
+# rows would read the whole (N, D) matrix once per handful of rows).
+MIN_BLOCK_ROWS = 64
 # Threads for the partial sorts (numpy releases the GIL in them; BLAS has its own threads).
 SORT_THREADS = 2
 NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)  # above every real key (finite distances)
@@ -91,7 +94,7 @@ def nearest(source, k: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
     bits = max(1, (n - 1).bit_length())
     best = np.full((n, k), NO_KEY)
     row_max = np.full(n, -np.inf, dtype=np.float32)
-    rows = max(1, BLOCK_ELEMENTS // n)
+    rows = max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // n)
 
     def update(pool, start, block, col_offset):
         # the sorts are single-threaded: split the block's rows between threads, in parts
