@@ -95,7 +95,7 @@ class Runtime:
 
 
 def init_process_group(backend: str) -> None:
-    """The default process group, from torchrun's (or Slurm's) environment variables.
+    """The default process group, from the environment torchrun sets (MASTER_ADDR, RANK, ...).
 
     Its store keys are prefixed by torchrun's restart count. When `torchrun --max-restarts`
     restarts the group, the new processes share the agent's store with the previous attempt,
