@@ -61,7 +61,9 @@ def load_eval(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> 
     Raises:
         RecipeError: as `load_recipe`, or an override names another section.
     """
-    outside = [text for text in overrides if text.partition("=")[0].strip().split(".")[0] != "eval"]
+    raw: dict = {}
+    set_paths = [apply_override(raw, text) for text in overrides]
+    outside = [text for text, loc in zip(overrides, set_paths, strict=True) if loc[0] != "eval"]
     if outside:
         raise RecipeError(
             f"--set {outside[0]!r}: features are scored with the eval section only; "
@@ -71,9 +73,7 @@ def load_eval(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> 
         return load_recipe(path, overrides).eval
     from reidcli.recipe.run import Eval
 
-    raw: dict = {}
-    set_paths = {apply_override(raw, text) for text in overrides}
-    return _validate(Eval, raw.get("eval", {}), "<defaults>", None, set_paths, prefix=("eval",))
+    return _validate(Eval, raw.get("eval", {}), "<defaults>", None, set(set_paths), ("eval",))
 
 
 def override_recipe(
