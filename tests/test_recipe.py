@@ -51,6 +51,15 @@ def test_override_parses_yaml_values(tmp_path):
     assert r.to_dict()["optim"]["lr"] == 0.0003
 
 
+def test_amp_off_unquoted_reads_as_off(tmp_path):
+    # YAML 1.1 reads an unquoted `off` as false; the precision is still "off", not an error.
+    path = write(tmp_path, "train:\n  amp: off\neval:\n  amp: bf16\n")
+    assert load_recipe(path).train.amp == "off"
+    assert load_recipe(path, ["eval.amp=off"]).eval.amp == "off"
+    with pytest.raises(RecipeError, match=r"train\.amp"):
+        load_recipe(path, ["train.amp=on"])  # true is not a precision
+
+
 def test_override_precedence_over_yaml_and_defaults(tmp_path):
     path = write(tmp_path, "train:\n  epochs: 70\n")
     assert load_recipe(path).train.epochs == 70

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -233,6 +234,10 @@ def test_library_training_is_silent_and_resumes_by_run_folder(tmp_path, dataset,
     epoch = next(r for r in records if r["kind"] == "epoch")
     assert len(steps) == first.steps > 1
     assert epoch["loss"] == pytest.approx(np.mean(steps), rel=1e-9)  # the mean, not the last
+    # The epoch's peak resident set in MiB: at least what torch alone holds, at most the
+    # process's lifetime peak (ru_maxrss, in KiB on Linux).
+    lifetime_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert 100 < epoch["peak_memory_mb"] <= lifetime_mb + 1
     with pytest.raises(RecipeError, match=r"last\.pt does not exist"):
         api.train(None, tmp_path / "nothing", resume=True)
 

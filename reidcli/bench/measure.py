@@ -23,7 +23,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from reidcli.bench.compare import SCHEMA_VERSION, add_speedups
-from reidcli.bench.system import environment, peak_memory_mb, reset_peak_memory
+from reidcli.bench.system import environment
+from reidcli.engine.runtime import peak_memory_mb, reset_peak_memory
 from reidcli.recipe import Recipe
 from reidcli.reporting import Reporter
 

@@ -1,19 +1,14 @@
-"""What a bench report says about the machine, and peak memory per row."""
+"""What a bench report says about the machine."""
 
 from __future__ import annotations
 
-import contextlib
 import platform
-import resource
 import sys
 from pathlib import Path
 
 import torch
 
 from reidcli import __version__
-
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def cpu_name() -> str:
@@ -59,28 +54,3 @@ def environment(device: torch.device, backends: list[str]) -> dict:
         except ImportError:
             env["onnxruntime"] = None
     return env
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak: CUDA's allocator statistics, or the process's resident-set high-water
-    mark on Linux (writing 5 to /proc/self/clear_refs resets VmHWM)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    with contextlib.suppress(OSError):  # not Linux: peak_memory_mb gives the lifetime peak
-        _CLEAR_REFS.write_text("5")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """MiB: CUDA max allocated since the reset, or the process's peak resident set on the CPU
-    (since the reset on Linux, over the process's life elsewhere)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else kB

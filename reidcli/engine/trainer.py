@@ -10,7 +10,13 @@ from reidcli.engine.checkpoint import check_resume_recipe, load_checkpoint, save
 from reidcli.engine.data import images_and_labels, load_run_data
 from reidcli.engine.interrupt import StopRequest
 from reidcli.engine.progress import EpochProgress
-from reidcli.engine.runtime import Runtime, rng_state, set_rng_state
+from reidcli.engine.runtime import (
+    Runtime,
+    peak_memory_mb,
+    reset_peak_memory,
+    rng_state,
+    set_rng_state,
+)
 from reidcli.engine.setup import RunParts, build_parts, check_runtime_options, write_run_files
 from reidcli.engine.step import NonFiniteLoss, TrainStep
 from reidcli.engine.tracker import Tracker
@@ -131,7 +137,8 @@ class Trainer:
         # Sum and count of the step losses of the current epoch (kept across a resume), so the
         # epoch loss logged is the mean over all of the epoch's steps.
         self.loss_sum, self.loss_steps = 0.0, 0
-        self.epoch_loss, self.epoch_rate = 0.0, 0.0  # of the epoch that just ended
+        # of the epoch that just ended
+        self.epoch_loss, self.epoch_rate, self.epoch_peak_mb = 0.0, 0.0, 0.0
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -218,6 +225,7 @@ class Trainer:
         total_steps = len(sampler) // accum  # the whole epoch's steps, before any resume offset
         sampler.set_epoch(self.epoch, self.batch_in_epoch)
         progress.start_epoch(self.epoch, cfg.epochs, total_steps, self.batch_in_epoch // accum)
+        reset_peak_memory(self.runtime.device)
         parts.model.train()
         pending: list = []
         loss = 0.0
@@ -253,6 +261,7 @@ class Trainer:
         self.epoch_rate = progress.end_epoch(
             self.epoch, cfg.epochs, self.epoch_loss, parts.optimizer.param_groups[0]["lr"]
         )
+        self.epoch_peak_mb = peak_memory_mb(self.runtime.device)
 
     def _mean_loss(self) -> float:
         """Mean step loss of the current epoch so far, averaged over the ranks."""
@@ -276,7 +285,12 @@ class Trainer:
         tracker.write(
             "epoch",
             self.step,
-            {"epoch": self.epoch, "loss": self.epoch_loss, "images_per_s": self.epoch_rate},
+            {
+                "epoch": self.epoch,
+                "loss": self.epoch_loss,
+                "images_per_s": self.epoch_rate,
+                "peak_memory_mb": round(self.epoch_peak_mb, 1),
+            },
         )
         improved = False
         due = cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs)

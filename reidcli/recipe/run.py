@@ -1,14 +1,20 @@
 """The `train`, `eval`, `export` and `bench` sections."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from reidcli.recipe.base import Section
 
+
+def _yaml_off(value):
+    # YAML 1.1 (PyYAML) reads an unquoted `off` as false: `amp: off` and `--set train.amp=off`.
+    return "off" if value is False else value
+
+
 # Autocast precision; `auto` is bf16 on a CPU with native bf16 arithmetic (AVX-512 BF16, AMX)
 # and on a CUDA device that has it, fp16 on older CUDA devices, off elsewhere.
-Amp = Literal["off", "auto", "bf16", "fp16"]
+Amp = Annotated[Literal["off", "auto", "bf16", "fp16"], BeforeValidator(_yaml_off)]
 
 
 class CheckpointPolicy(Section):
