@@ -14,7 +14,7 @@
 # Usage: benchmarks/gpu_check.sh MARKET_DIR OUT_DIR
 #   MARKET_DIR  a Market-1501 release folder (bounding_box_train/, bounding_box_test/, query/)
 #   OUT_DIR     where the reports go: log.txt, bench_*.json, runs.tar.gz, pytest.txt
-# Environment: PY (python, default python3), EPOCHS (default 8), WORKERS (default 8),
+# Environment: PY (python, default python3), EPOCHS (default 6), WORKERS (default 8),
 #   BUDGET_S (seconds for the whole script, default 520: the test suite gets what is left),
 #   SETS (extra `--set` overrides for every command, space-separated; e.g. a small model for a
 #   dry run on a CPU), BATCHES (eval batch sizes, default 1,64,256), AMPS (train.amp settings,
@@ -23,7 +23,7 @@ set -u
 MARKET=${1:?usage: gpu_check.sh MARKET_DIR OUT_DIR}
 OUT=${2:?usage: gpu_check.sh MARKET_DIR OUT_DIR}
 PY=${PY:-python3}
-EPOCHS=${EPOCHS:-8}
+EPOCHS=${EPOCHS:-6}
 WORKERS=${WORKERS:-8}
 BUDGET_S=${BUDGET_S:-520}
 BATCHES=${BATCHES:-1,64,256}
@@ -57,16 +57,16 @@ reid=("$PY" -m reidcli)
 } >>"$LOG" 2>&1
 
 step bench-6x8 200 "${reid[@]}" bench recipes/lmbn_n.yaml --mode both --batch "$BATCHES" \
-    --amp --dtype bf16,fp16 --channels-last --cudnn-benchmark --warmup 5 --iters 20 \
+    --amp --dtype bf16,fp16 --channels-last --cudnn-benchmark --warmup 3 --iters 15 \
     "${sets[@]}" --quiet --out "$OUT/bench_lmbn_n_6x8.json"
 step bench-train-16x8 120 "${reid[@]}" bench recipes/lmbn_n.yaml --mode train \
-    --amp --dtype bf16,fp16 --channels-last --cudnn-benchmark --warmup 5 --iters 20 \
+    --amp --dtype bf16,fp16 --channels-last --cudnn-benchmark --warmup 3 --iters 10 \
     --set data.p=16 "${sets[@]}" --quiet --out "$OUT/bench_lmbn_n_train_16x8.json"
 
 step prepare 120 "${reid[@]}" prepare market1501 --root "$MARKET" --out "$WORK/market" --json
 for amp in $AMPS; do
     run="$WORK/runs/lmbn_n-$amp"
-    step "train-$amp" 150 "${reid[@]}" train recipes/lmbn_n.yaml --out "$run" \
+    step "train-$amp" 180 "${reid[@]}" train recipes/lmbn_n.yaml --out "$run" \
         --set data.root="$WORK/market" --set data.workers="$WORKERS" \
         --set train.epochs="$EPOCHS" --set schedule.warmup_epochs=1 --set train.eval_every=0 \
         --set train.amp="$amp" "${sets[@]}" --quiet

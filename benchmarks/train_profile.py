@@ -1,14 +1,15 @@
 """Where the time of one training step goes: torch.profiler over `reid bench`'s train step.
 
 Usage: .venv/bin/python benchmarks/train_profile.py [RECIPE] [--channels-last] [--amp bf16]
-       [--compile] [--steps 2] [--top 15]
+       [--compile] [--device cpu|cuda] [--steps 2] [--top 15]
 
 The step is the one `reid bench --mode train` times (`reidcli.bench.measure`): the recipe's
 model, loss and optimiser on a P×K batch of random images at the recipe's input size, forward,
 backward and update. One warm-up step (with `--compile`, torch.compile's inductor compiles
 during it: its time is printed), then `--steps` timed steps and `--steps` profiled ones; prints
 the operators with the largest self CPU time and the share of the usual groups (convolution,
-batch norm, ...).
+batch norm, ...). On CUDA it also prints the GPU's busy time per step (self CUDA time): a step
+much longer than that is bound by the host (Python and kernel launches), not by the GPU.
 """
 
 import argparse
@@ -46,6 +47,7 @@ def main() -> int:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--amp", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
@@ -53,28 +55,48 @@ def main() -> int:
     recipe = load_recipe(args.recipe)
     setting = Setting("train", recipe.data.p * recipe.data.k, args.amp, args.channels_last,
                       cudnn_benchmark=None, backend="torch", compile=args.compile)  # fmt: skip
-    step = _train_step(recipe, setting, torch.device("cpu"))
+    device = torch.device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step = _train_step(recipe, setting, device)
     begin = time.perf_counter()
     step()  # warm-up (and compilation)
+    sync()
     print(f"first step (warm-up{', compilation' if args.compile else ''}): "
           f"{time.perf_counter() - begin:.1f} s")  # fmt: skip
     times = []
     for _ in range(args.steps):
         begin = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - begin)
     print(f"timed steps: {', '.join(f'{t:.2f}' for t in times)} s")
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
         begin = time.perf_counter()
         for _ in range(args.steps):
             step()
+        sync()
         seconds = (time.perf_counter() - begin) / args.steps
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     print(f"{args.recipe}: {setting.batch} images of {recipe.data.height}x{recipe.data.width}, "
           f"{args.amp}, {'channels_last' if args.channels_last else 'NCHW'}, "
           f"{'compiled' if args.compile else 'eager'}, "
-          f"{torch.get_num_threads()} threads: {seconds:.2f} s per step (profiled)")  # fmt: skip
+          f"{device.type}, {torch.get_num_threads()} threads: "
+          f"{seconds:.3f} s per step (profiled)")  # fmt: skip
+    if device.type == "cuda":
+        busy = sum(e.self_device_time_total for e in events) / 1e6 / args.steps
+        launches = sum(e.count for e in events if e.self_device_time_total > 0) / args.steps
+        print(
+            f"GPU busy {busy:.4f} s per step ({100 * busy / seconds:.0f} % of the step), "
+            f"{launches:.0f} kernels and copies per step"
+        )
     print(f"\n{'operator':44s} {'self CPU %':>10s} {'calls':>7s}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
         print(f"{e.key[:44]:44s} {100 * e.self_cpu_time_total / total:9.1f}% {e.count:7d}")

@@ -204,7 +204,10 @@ def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak: CUDA's allocator statistics, or the process's resident-set high-water
     mark on Linux (writing 5 to /proc/self/clear_refs resets VmHWM)."""
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        # Before CUDA's first allocation there is no peak to reset, and resetting one raises
+        # "Invalid device argument".
+        if torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats(device)
         return
     with contextlib.suppress(OSError):  # not Linux: peak_memory_mb gives the lifetime peak
         _CLEAR_REFS.write_text("5")
