@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from reidcli.metrics.parallel import THREADS
 from reidcli.metrics.rank import value_keys
 
 # (rows, N) float32 distance blocks of about 8 MiB (with the transposed copy and the partial
@@ -26,8 +27,6 @@ BLOCK_ELEMENTS = 1 << 21
 # At least this many rows per block, so that the products stay efficient for large N (fewer
 # rows would read the whole (N, D) matrix once per handful of rows).
 MIN_BLOCK_ROWS = 64
-# Threads for the partial sorts (numpy releases the GIL in them; BLAS has its own threads).
-SORT_THREADS = 2
 NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)  # above every real key (finite distances)
 
 
@@ -99,11 +98,11 @@ def nearest(source, k: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
     def update(pool, start, block, col_offset):
         # the sorts are single-threaded: split the block's rows between threads, in parts
         # whose row index fits in the keys beside the value and the column
-        size = min(-(-len(block) // SORT_THREADS), 1 << (32 - bits))
+        size = min(-(-len(block) // THREADS), 1 << (32 - bits))
         parts = [(start + i, block[i : i + size]) for i in range(0, len(block), size)]
         list(pool.map(lambda p: _update(best, row_max, p[0], p[1], col_offset, bits), parts))
 
-    with ThreadPoolExecutor(SORT_THREADS) as pool:
+    with ThreadPoolExecutor(THREADS) as pool:
         for s in range(0, n, rows):
             e = min(s + rows, n)
             col_start = s if symmetric else 0

@@ -20,6 +20,7 @@ import numpy as np
 
 from reidcli.metrics.distance import Metric, as_array, check_metric, normalize, squared_norms
 from reidcli.metrics.neighbours import nearest
+from reidcli.metrics.parallel import parallel_map
 from reidcli.metrics.sparse_rows import SparseRows, min_sums
 
 # (rows, G) blocks of the final matrix: about 8 MiB of float64 Jaccard sums.
@@ -32,8 +33,9 @@ PAIR_ROWS = 1 << 10
 # most this many (64 MiB of float32); larger problems compute them again, block by block.
 KEEP_ELEMENTS = 1 << 24
 # Gathered (item, candidate, candidate's neighbour) triples per chunk when expanding the sets
-# (a few int64 arrays of this size are alive at once).
-EXPAND_ELEMENTS = 1 << 18
+# (a few int64 arrays of this size, 256 KiB each, are alive at once in each of `parallel.THREADS`
+# threads; small chunks stay in the caches).
+EXPAND_ELEMENTS = 1 << 15
 
 
 class FeatureSource:
@@ -78,10 +80,13 @@ class FeatureSource:
     def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """(M,) distances of the item pairs (i[m], j[m])."""
         out = np.empty(i.size, dtype=self.x.dtype)
-        for s in range(0, i.size, PAIR_ROWS):
+
+        def chunk(s: int) -> None:
             a, b = i[s : s + PAIR_ROWS], j[s : s + PAIR_ROWS]
             dot = np.einsum("ij,ij->i", self.x[a], self.x[b])
             out[s : s + PAIR_ROWS] = np.maximum(self.sq[a] + self.sq[b] - 2 * dot, 0.0)
+
+        parallel_map(chunk, range(0, i.size, PAIR_ROWS))
         out[i == j] = 0.0
         return out
 
@@ -127,12 +132,12 @@ def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     n = knn.shape[0]
     half = int(np.around(k1 / 2.0))
     table, table_h = knn[:, : k1 + 1], knn[:, : half + 1]
-    mask, mask_h = _reciprocal_mask(table), _reciprocal_mask(table_h)
+    mask, mask_h = parallel_map(_reciprocal_mask, (table, table_h))
     in_r = _row_keys(table, mask)  # R(p, k1) of every p, as keys p·N + member
-    indptr = [np.zeros(1, np.int64)]
-    indices = []
     rows = max(1, EXPAND_ELEMENTS // ((k1 + 1) * (half + 1)))
-    for s in range(0, n, rows):
+
+    def chunk(s: int) -> tuple[np.ndarray, np.ndarray]:
+        """The members of the sets of items s:s+rows, and how many each set has."""
         cand, cmask = table[s : s + rows], mask[s : s + rows]  # (r, k1+1)
         sub, sub_mask = table_h[cand], mask_h[cand]  # (r, k1+1, half+1): R(c, k1/2)
         p = np.arange(s, s + len(cand))[:, None, None]
@@ -149,9 +154,11 @@ def _expanded_sets(knn: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
         members.sort(axis=1)  # sentinel n sorts last
         keep = members < n
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]  # unique per row
-        indices.append(members[keep])
-        indptr.append(indptr[-1][-1] + np.cumsum(keep.sum(1)))
-    return np.concatenate(indptr), np.concatenate(indices)
+        return members[keep], keep.sum(1)
+
+    members, counts = zip(*parallel_map(chunk, range(0, n, rows)), strict=True)
+    indptr = np.concatenate([np.zeros(1, np.int64), np.cumsum(np.concatenate(counts))])
+    return indptr, np.concatenate(members)
 
 
 def _encode(source, knn: np.ndarray, row_max: np.ndarray, k1: int, k2: int) -> SparseRows:

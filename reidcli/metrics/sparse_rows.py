@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Gathered entries per chunk of `mean_of_rows` (a few int64 arrays of about 4 MiB each).
-ENTRY_BUDGET = 1 << 19
+from reidcli.metrics.parallel import parallel_map
+
+# Gathered entries per chunk of `mean_of_rows` (a few int64 arrays of 512 KiB each, in each
+# of `parallel.THREADS` threads).
+ENTRY_BUDGET = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ class SparseRows:
         # chunks of result rows keep the gathered entries near ENTRY_BUDGET
         per_row = max(1, table.shape[1] * len(self.indices) // max(1, self.num_rows))
         rows = max(1, ENTRY_BUDGET // per_row)
-        parts = [self._mean_rows(table[s : s + rows]) for s in range(0, len(table), rows)]
+        parts = parallel_map(
+            self._mean_rows, [table[s : s + rows] for s in range(0, len(table), rows)]
+        )
         offsets = np.cumsum([0] + [len(c) for _, c, _ in parts])[:-1]  # entries before a part
         ptrs = [ptr[1:] + o for (ptr, _, _), o in zip(parts, offsets, strict=True)]
         indptr = np.concatenate([[0], *ptrs])
