@@ -8,7 +8,8 @@
 #      then `reid eval --rerank` of each run;
 #   4. `reid export` of the first run to ONNX and `reid embed` of the query images from the
 #      checkpoint on the GPU and from the export: the features must agree;
-#   5. the test suite, with whatever time is left.
+#   5. the test suite with the GPU visible (REID_TEST_CUDA=1), with whatever time is left
+#      (its two-process torchrun tests need two GPUs).
 # A step that fails is logged and the next one runs; the exit status counts the failures.
 #
 # Usage: benchmarks/gpu_check.sh MARKET_DIR OUT_DIR
@@ -96,7 +97,7 @@ assert cos.min() > 0.999
 left=$((BUDGET_S - SECONDS))
 if [ "$left" -gt 30 ]; then
     echo "=== pytest ($left s left)" >>"$LOG"
-    timeout --kill-after=10 "$left" "$PY" -m pytest -q -p no:cacheprovider -n 8 \
+    REID_TEST_CUDA=1 timeout --kill-after=10 "$left" "$PY" -m pytest -q -p no:cacheprovider -n 8 \
         >"$OUT/pytest.txt" 2>&1
     echo "=== pytest: exit $? after $((SECONDS - BUDGET_S + left)) s" >>"$LOG"
 else

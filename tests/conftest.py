@@ -19,6 +19,12 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The suite is the CPU suite on every machine: `device: auto` would otherwise pick a GPU where
+# there is one (and torchrun's second rank a GPU that a one-GPU machine lacks). Subprocesses
+# inherit this. `REID_TEST_CUDA=1` keeps the GPUs visible; `benchmarks/gpu_check.sh` runs the
+# CUDA checks.
+if os.environ.get("REID_TEST_CUDA") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def reid(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
