@@ -31,6 +31,9 @@ BATCHES=${BATCHES:-1,64,256}
 AMPS=${AMPS:-fp16 bf16}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
+MARKET=$(realpath "$MARKET")
+OUT=$(realpath "$OUT")
+cd "$(dirname "$0")/.." || exit 1  # the repository root: recipes/ and the package
 LOG="$OUT/log.txt"
 WORK=$(mktemp -d)
 failures=0
