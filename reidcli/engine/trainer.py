@@ -137,8 +137,7 @@ class Trainer:
         # Sum and count of the step losses of the current epoch (kept across a resume), so the
         # epoch loss logged is the mean over all of the epoch's steps.
         self.loss_sum, self.loss_steps = 0.0, 0
-        # of the epoch that just ended
-        self.epoch_loss, self.epoch_rate, self.epoch_peak_mb = 0.0, 0.0, 0.0
+        self.epoch_loss, self.epoch_rate = 0.0, 0.0  # of the epoch that just ended
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -261,7 +260,6 @@ class Trainer:
         self.epoch_rate = progress.end_epoch(
             self.epoch, cfg.epochs, self.epoch_loss, parts.optimizer.param_groups[0]["lr"]
         )
-        self.epoch_peak_mb = peak_memory_mb(self.runtime.device)
 
     def _mean_loss(self) -> float:
         """Mean step loss of the current epoch so far, averaged over the ranks."""
@@ -289,7 +287,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "loss": self.epoch_loss,
                 "images_per_s": self.epoch_rate,
-                "peak_memory_mb": round(self.epoch_peak_mb, 1),
+                "peak_memory_mb": round(peak_memory_mb(self.runtime.device), 1),
             },
         )
         improved = False
