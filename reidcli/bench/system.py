@@ -1,14 +1,16 @@
-"""What a bench report says about the machine."""
+"""What a bench report says about the machine (torch is imported only by `environment`)."""
 
 from __future__ import annotations
 
 import platform
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from reidcli import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cpu_name() -> str:
@@ -32,6 +34,8 @@ def cpu_name() -> str:
 
 def environment(device: torch.device, backends: list[str]) -> dict:
     """Versions, device and threading: what decides whether two reports' timings compare."""
+    import torch
+
     cuda = device.type == "cuda"
     env = {
         "torch": torch.__version__,
