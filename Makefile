@@ -58,7 +58,7 @@ schema: install
 # The main job end to end on built-in synthetic data: prepare -> train -> evaluate.
 demo: install
 	$(BIN)/reid recipe validate recipes/*.yaml
-	$(BIN)/reid prepare synthetic --out data/synthetic --ids 200 --val-ids 10
+	$(BIN)/reid prepare synthetic --out data/synthetic --ids 200 --val-ids 10 --overwrite
 	rm -rf runs/quickstart-demo
 	$(BIN)/reid train recipes/quickstart.yaml --out runs/quickstart-demo
 	$(BIN)/reid eval runs/quickstart-demo

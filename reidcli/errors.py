@@ -1,4 +1,9 @@
-"""Error kinds: the CLI turns a `ReidError` into a message and exit 1, a `RecipeError` into 2."""
+"""Error kinds: the CLI turns a `ReidError` into one line and its exit code.
+
+Exit codes (README): 1 a failure caused by input data or the environment (a bad dataset, a
+checkpoint mismatch, a failed parity check, a folder in use); 2 a usage error (an option, an
+argument or a recipe value that cannot be used).
+"""
 
 
 class ReidError(Exception):
@@ -7,10 +12,23 @@ class ReidError(Exception):
     exit_code = 1
 
 
-class RecipeError(ReidError):
-    """An invalid recipe or override (usage error)."""
+class UsageError(ReidError):
+    """An option, argument or path that cannot be used as given (exit 2)."""
 
     exit_code = 2
+
+
+class RecipeError(UsageError):
+    """An invalid recipe or override (usage error)."""
+
+
+class DeviceError(UsageError):
+    """An unknown device name, or a device this machine does not have (usage error)."""
+
+
+class OutputError(UsageError):
+    """An output path reid may not write: a folder where a file is meant, a file where a folder
+    is meant, or a non-empty folder that holds files reid did not write."""
 
 
 class DatasetError(ReidError):
@@ -33,21 +51,17 @@ class TrainingError(ReidError):
     """A training run that cannot continue (non-finite loss, refused resume, ...)."""
 
 
-class DeviceError(ReidError):
-    """An unknown device name, or a device this machine does not have (usage error)."""
-
-    exit_code = 2
-
-
 class ExportError(ReidError):
     """A model that cannot be exported (an unsupported operator, a missing optional package)."""
 
 
 class BenchError(ReidError):
-    """A bench baseline that cannot be read or compared (usage error)."""
-
-    exit_code = 2
+    """A bench baseline that cannot be read or compared with the report."""
 
 
 class GalleryIndexError(ReidError):
     """A gallery index that is missing, corrupt, or does not fit the features given to it."""
+
+
+class InUseError(ReidError):
+    """A run folder, index or output that another process is writing."""

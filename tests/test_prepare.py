@@ -154,9 +154,12 @@ def test_failed_run_keeps_previous_manifest_intact(tmp_path):
     before = (out / "manifest.csv").read_bytes()
     write_images(src / "query", ["garbage.jpg"])
     with pytest.raises(DatasetError, match=r"garbage\.jpg"):
-        prepare("market1501", src, out)
+        prepare("market1501", src, out, overwrite=True)
     assert (out / "manifest.csv").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "manifest.csv"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "dataset.json",
+        "manifest.csv",
+    ]
 
 
 def manifest_frame(cams_per_id: dict[int, list[int]]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from PIL import Image
 from reidcli.data.manifest import load_manifest
 from reidcli.data.prepare import prepare
 from reidcli.data.synthetic import SyntheticSpec, generate_synthetic, parse_size
-from reidcli.errors import DatasetError
+from reidcli.errors import UsageError
 
 SMALL = SyntheticSpec(ids=12, cams=4, images_per_id=6, height=64, width=32, seed=3)
 
@@ -57,21 +57,24 @@ def test_prepare_synthetic_with_validation(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (SyntheticSpec(ids=1), "--ids must be >= 2"),
-        (SyntheticSpec(images_per_id=3), "--images-per-id must be >= 4"),
+        (SyntheticSpec(ids=1), r"--ids must be in 2\.\."),
+        (SyntheticSpec(images_per_id=3), r"--images-per-id must be in 4\.\."),
         (SyntheticSpec(cams=1), r"--cams must be in 2\.\.99"),
+        (SyntheticSpec(height=100000, width=100000), r"--size must be between 16x8 and"),
     ],
 )
 def test_bad_options(tmp_path, spec, message):
-    with pytest.raises(DatasetError, match=message):
+    with pytest.raises(UsageError, match=message):
         prepare("synthetic", out=tmp_path / "x", synthetic=spec)
     assert not (tmp_path / "x").exists()
 
 
 def test_parse_size():
     assert parse_size("128x64") == (128, 64)
-    with pytest.raises(DatasetError, match="HEIGHTxWIDTH"):
+    with pytest.raises(UsageError, match="HEIGHTxWIDTH"):
         parse_size("128")
+    with pytest.raises(UsageError, match="positive"):
+        parse_size("0x64")
 
 
 def colour_features(paths: list[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ import yaml
 
 from reidcli import api
 from reidcli.engine.checkpoint import load_checkpoint, save_checkpoint
-from reidcli.errors import DatasetError, RecipeError, TrainingError
+from reidcli.errors import DatasetError, OutputError, RecipeError, TrainingError
 from reidcli.recipe import load_recipe
 from tests.conftest import reid
 
@@ -309,6 +309,99 @@ def test_sigkill_after_epoch_and_resume_is_bit_identical(tmp_path, dataset):
     assert_same_weights(final_weights(full), final_weights(killed))
 
 
+@pytest.mark.portable
+def test_sigkill_at_random_points_ten_times_resumes_bit_identically(tmp_path, dataset):
+    """Killed at ten random points (during start-up, steps, checkpoint writes, validation) and
+    continued each time, a run ends with the weights of one that ran through, one metrics line
+    per epoch, and no temporary file left."""
+    import random
+
+    recipe_path = write_recipe(
+        tmp_path, dataset, train__epochs=3, train__log_every=1,
+        train__checkpoint={"every_steps": 2, "keep_epochs": True},
+    )  # fmt: skip
+    full = tmp_path / "full"
+    assert reid("train", str(recipe_path), "--out", str(full), "--device", "cpu").returncode == 0
+    run, rng, kills = tmp_path / "killed", random.Random(3), 0
+    while kills < 10:
+        if (run / "last.pt").exists():
+            args = ["--resume", "--out", str(run)]
+        else:  # killed before its first checkpoint: start over
+            args = [str(recipe_path), "--out", str(run), "--overwrite"]
+        lines = metric_lines(run)
+        command = [sys.executable, "-m", "reidcli", "train", *args]
+        proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            if rng.random() < 0.2:  # during start-up or the first step
+                time.sleep(rng.uniform(0.5, 3.0))
+            else:  # after a random number of further steps have been logged
+                target = lines + rng.randint(1, 12)
+                wait_for(lambda t=target, p=proc: metric_lines(run) >= t or p.poll() is not None)
+                time.sleep(rng.uniform(0.0, 0.05))
+        finally:
+            proc.kill()
+            _, err = proc.communicate()
+        assert "Traceback" not in err, err
+        if proc.returncode == 0:  # it finished before the kill landed
+            break
+        kills += 1
+    if kills == 10:
+        done = reid("train", "--resume", "--out", str(run))
+        assert done.returncode == 0, done.stderr
+    assert_same_weights(final_weights(full), final_weights(run))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) and len(steps) == records[-1]["step"]
+    assert not [p.name for p in run.iterdir() if p.name.endswith((".tmp", ".partial"))]
+    env = json.loads((run / "env.json").read_text())
+    assert env["command"][-2:] == ["--out", str(run)] or "--overwrite" in env["command"]
+    assert len(env.get("resumes", [])) >= 1
+
+
+def metric_lines(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, dataset):
+    from reidcli.locking import exclusive
+
+    recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    with exclusive(run / ".reid.lock", "test holder"):
+        done = reid("train", str(recipe_path), "--out", str(run))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"pid {os.getpid()}" in done.stderr and "one writer at a time" in done.stderr
+    assert not list(run.iterdir()) or [p.name for p in run.iterdir()] == [".reid.lock"]
+    # a holder killed without releasing: its record stays in the lock file
+    (run / ".reid.lock").write_text(json.dumps({"pid": 999999, "command": "reid train x"}))
+    done = reid("train", str(recipe_path), "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    assert "pid 999999" in done.stderr and "taking it over" in done.stderr
+
+
+def test_trim_metrics_keeps_what_the_checkpoint_had_done(tmp_path):
+    from reidcli.engine.trainer import trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    records = [
+        {"kind": "train", "step": 1, "epoch": 0}, {"kind": "train", "step": 2, "epoch": 0},
+        {"kind": "epoch", "step": 2, "epoch": 1}, {"kind": "val", "step": 2, "epoch": 1},
+        {"kind": "train", "step": 3, "epoch": 1}, {"kind": "epoch", "step": 4, "epoch": 2},
+    ]  # fmt: skip
+    text = "".join(json.dumps(r) + "\n" for r in records) + '{"kind": "tra'
+    path.write_text(text)
+    assert trim_metrics(path, step=2, epoch=1) == 3  # two records after it, and a torn line
+    assert [json.loads(x) for x in path.read_text().splitlines()] == records[:4]
+    path.write_text(text)
+    assert trim_metrics(path, step=2, epoch=0) == 5  # killed before the epoch's checkpoint
+    assert [json.loads(x) for x in path.read_text().splitlines()] == records[:2]
+
+
 def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path, dataset):
     recipe_path = write_recipe(tmp_path, dataset, train__epochs=2, train__eval_every=0)
     full = tmp_path / "full"
@@ -363,7 +456,7 @@ def test_sigusr1_saves_and_a_torchrun_restart_continues(tmp_path, dataset, monke
     with pytest.raises(TrainingError, match=r"trained with 2 process\(es\) and is resumed with 1"):
         api.train(recipe_path, tmp_path / "other", resume_from=tmp_path / "two.pt", device="cpu")
     # The same command again is refused, unless torchrun restarted it (--max-restarts).
-    with pytest.raises(TrainingError, match="already holds a run"):
+    with pytest.raises(OutputError, match="already holds a run"):
         api.train(recipe_path, run, device="cpu")
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     result = api.train(recipe_path, run, device="cpu")
@@ -393,8 +486,9 @@ def test_checkpoint_every_steps_and_keep_epochs(tmp_path, dataset, monkeypatch):
     assert mid == expected and mid
     ends = [(name, e, s) for name, e, s, b in saved if b == 0]
     assert ends == [
-        ("last.pt", 1, steps_per_epoch), ("epoch_001.pt", 1, steps_per_epoch),
-        ("last.pt", 2, result.steps), ("epoch_002.pt", 2, result.steps),
+        # last.pt last: a run killed before it writes the epoch's other files again
+        ("epoch_001.pt", 1, steps_per_epoch), ("last.pt", 1, steps_per_epoch),
+        ("epoch_002.pt", 2, result.steps), ("last.pt", 2, result.steps),
     ]  # fmt: skip
     for number in (1, 2):
         assert load_checkpoint(tmp_path / "run" / f"epoch_{number:03d}.pt")["epoch"] == number
@@ -445,7 +539,7 @@ def test_resume_with_changed_model_is_refused(tmp_path, dataset):
     assert "model.name: 'osnet_x0_25' -> 'osnet_x0_5'" in done.stderr
     assert "Traceback" not in done.stderr
     again = reid("train", str(recipe_path), "--out", str(run))
-    assert again.returncode == 1 and "already holds a run" in again.stderr
+    assert again.returncode == 2 and "already holds a run" in again.stderr
 
 
 def test_bad_image_is_reported_by_path(tmp_path, dataset):

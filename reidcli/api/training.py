@@ -34,11 +34,13 @@ def prepare(
     images_per_id: int = 8,
     size: tuple[int, int] = (128, 64),
     workers: int | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Prepare a dataset into `out` (manifest.csv, dataset.json) and return its description.
 
     `ids`, `cams`, `images_per_id` and `size` (height, width) shape the `synthetic` dataset,
-    generated with `seed`. See `reidcli.data.prepare.prepare`.
+    generated with `seed`. `out` must be new, empty, or a dataset `reid prepare` wrote, which
+    `overwrite` replaces (only reid's files). See `reidcli.data.prepare.prepare`.
     """
     from reidcli.data.prepare import prepare as run_prepare
     from reidcli.data.synthetic import SyntheticSpec
@@ -46,7 +48,7 @@ def prepare(
     spec = SyntheticSpec(ids, cams, images_per_id, size[0], size[1], seed)
     return run_prepare(
         dataset, root, out, val_ids=val_ids, seed=seed, verify=verify, strict=strict,
-        synthetic=spec, workers=workers,
+        synthetic=spec, workers=workers, overwrite=overwrite,
     )  # fmt: skip
 
 
@@ -59,6 +61,7 @@ def train(
     resume_from: str | Path | None = None,
     device: str = "auto",
     reporter: Reporter | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train as the recipe describes, writing checkpoints and logs to a run folder.
 
@@ -73,9 +76,12 @@ def train(
         resume_from: continue from this checkpoint instead, writing to `out_dir`.
         device: auto, cpu or cuda.
         reporter: progress and messages (silent when None).
+        overwrite: start over in an `out_dir` that holds a run (only reid's files there are
+            removed); a folder with files reid did not write is always refused.
 
     Raises:
         RecipeError: an invalid recipe or override, or inconsistent resume arguments.
+        OutputError, InUseError: `out_dir` cannot be written now (see `reidcli.outputs`).
         TrainingError, DatasetError, DeviceError: see `reidcli.engine.trainer.train`.
     """
     from reidcli.recipe import Recipe as RecipeModel
@@ -110,5 +116,6 @@ def train(
     from reidcli.engine.trainer import train as run_training
 
     return run_training(
-        resolved, out_dir, resume_from=resume_from, device=device, reporter=reporter
-    )
+        resolved, out_dir, resume_from=resume_from, device=device, reporter=reporter,
+        overwrite=overwrite,
+    )  # fmt: skip

@@ -41,6 +41,9 @@ def prepare_cmd(
     strict: bool = typer.Option(
         False, help="Fail on corrupt images and on counts above the official statistics."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a dataset prepared in --out before (reid's files only)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print dataset.json to stdout."),
     ids: int = typer.Option(100, help="Identities.", rich_help_panel=SYNTHETIC),
     cams: int = typer.Option(6, help="Cameras.", rich_help_panel=SYNTHETIC),
@@ -58,6 +61,7 @@ def prepare_cmd(
         info = api.prepare(
             dataset, root, out, val_ids=val_ids, seed=seed, verify=verify, strict=strict,
             ids=ids, cams=cams, images_per_id=images_per_id, size=parse_size(size),
+            overwrite=overwrite,
         )  # fmt: skip
     _render(console, info, out if out is not None else Path("data") / dataset)
     if json_out:
@@ -83,4 +87,6 @@ def _render(console, info: dict, out: Path) -> None:
     if official["status"] != "n/a":
         style = {"complete": "green", "partial": "yellow", "mismatch": "red"}[official["status"]]
         console.print(f"[{style}]{official['message']}[/{style}]", highlight=False)
+    if info["replaced_files"]:
+        console.print(f"replaced the previous dataset in {out} ({info['replaced_files']} files)")
     console.print(f"wrote {out / 'manifest.csv'} and {out / 'dataset.json'}")

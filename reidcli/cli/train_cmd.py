@@ -23,6 +23,9 @@ def train_cmd(
     resume_from: Path | None = typer.Option(
         None, "--resume-from", help="Continue from this checkpoint, writing to --out."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start over in an --out that holds a run (reid's files only)."
+    ),
     device: Device = typer.Option("auto", "--device", help="Where to train."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -39,6 +42,7 @@ def train_cmd(
         resume_from=resume_from,
         device=device.value,
         reporter=console_reporter(quiet),
+        overwrite=overwrite,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return

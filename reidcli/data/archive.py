@@ -20,28 +20,25 @@ SMALL_MEMBER = 1 << 20
 
 
 def extract_zip(archive: Path, dest: Path) -> Path:
-    """Extract `archive` into `dest` (replaced if present) and return `dest`.
+    """Extract `archive` into the new folder `dest` (removed first if a killed run left it).
 
     Raises:
         DatasetError: the file is not a zip archive, a member would escape `dest`, the archive
             would not fit on the disk, or it has the compression ratio of a zip bomb.
     """
-    tmp = dest.with_name(f".{dest.name}.partial")
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
             _check_paths(archive, dest, members)
             _check_sizes(archive, dest, members)
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(dest, ignore_errors=True)
             try:
-                zf.extractall(tmp)
+                zf.extractall(dest)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(dest, ignore_errors=True)
                 raise
     except zipfile.BadZipFile as err:
         raise DatasetError(f"{archive}: not a valid zip archive ({err})") from None
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
     return dest
 
 

@@ -6,13 +6,13 @@ Columns: `path` (absolute), `pid` (original id), `label` (training label 0..N-1,
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from reidcli.errors import DatasetError
+from reidcli.outputs import write_text_atomic
 
 COLUMNS = ("path", "pid", "label", "camid", "split")
 SPLITS = ("train", "val_query", "val_gallery", "query", "gallery")
@@ -146,23 +146,11 @@ def split_stats(df: pd.DataFrame) -> dict[str, dict[str, int]]:
     return stats
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_prepared(df: pd.DataFrame, info: dict, out: Path) -> None:
     """Write `manifest.csv` and `dataset.json` into `out`, each atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / MANIFEST, lambda h: df[list(COLUMNS)].to_csv(h, index=False))
-    _write_atomic(out / INFO, lambda h: h.write(json.dumps(info, indent=2) + "\n"))
+    write_text_atomic(out / MANIFEST, df[list(COLUMNS)].to_csv(index=False))
+    write_text_atomic(out / INFO, json.dumps(info, indent=2) + "\n")
 
 
 def load_manifest(root: str | Path, manifest: str | Path | None = None) -> pd.DataFrame:

@@ -8,14 +8,18 @@ from reidcli.data.archive import extract_zip
 from reidcli.data.images import verify_images
 from reidcli.data.layouts import Layout, Scan, get_layout, parse_market_folders
 from reidcli.data.manifest import (
+    INFO,
+    MANIFEST,
     build_manifest,
     carve_validation,
     check_query_gallery,
     save_prepared,
     split_stats,
 )
-from reidcli.data.synthetic import SyntheticSpec, generate_synthetic
-from reidcli.errors import DatasetError
+from reidcli.data.synthetic import SyntheticSpec, write_synthetic
+from reidcli.errors import DatasetError, UsageError
+from reidcli.recipe.base import MAX_SEED
+from reidcli.outputs import OutputFolder
 
 log = logging.getLogger(__name__)
 SHOWN = 10
@@ -32,6 +36,7 @@ def prepare(
     strict: bool = False,
     synthetic: SyntheticSpec | None = None,
     workers: int | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Prepare a dataset: write `manifest.csv` and `dataset.json` into `out`.
 
@@ -39,30 +44,53 @@ def prepare(
         dataset: a name from `LAYOUTS`.
         root: the dataset folder (or the release `.zip`, or a CSV for `folder`);
             default `data/raw/DATASET`; unused for `synthetic`.
-        out: output folder; default `data/DATASET`. Nothing is written outside it.
+        out: output folder; default `data/DATASET`. Nothing is written outside it, and it must
+            be new, empty, or a folder `reid prepare` wrote (see `reidcli.outputs`).
         val_ids: training identities moved to a validation query/gallery pair.
         seed: seed for the validation draw (and, for `synthetic`, the default generator seed).
         verify: decode every image; corrupt ones are listed and skipped.
         strict: fail on corrupt images and on counts that contradict the official statistics.
         synthetic: what to generate for `synthetic` (default `SyntheticSpec(seed=seed)`).
         workers: processes for verification (default 1).
+        overwrite: replace a dataset prepared in `out` before (only the files reid wrote).
 
     Returns:
-        The dataset description also written to `dataset.json`.
+        The dataset description also written to `dataset.json`; `replaced_files` counts the
+        files of a previous dataset in `out` that it replaced.
 
     Raises:
         DatasetError: anything wrong with the input, with a message naming the file or folder.
+        OutputError: `out` is a file, holds files reid did not write, or holds a prepared
+            dataset and `overwrite` is not set.
     """
     layout = get_layout(dataset)
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
+    if val_ids < 0:
+        raise UsageError(f"--val-ids must be >= 0, got {val_ids}")
     out = Path(out if out is not None else Path("data") / dataset).absolute()
+    spec = None
     if dataset == "synthetic":
         spec = synthetic or SyntheticSpec(seed=seed)
-        spec.check()
-        images = generate_synthetic(out / "images", spec)
-        scan, source = parse_market_folders(images, spec.cams), images
+        spec.check(out.parent)
+    source = Path(root if root is not None else Path("data") / "raw" / dataset).absolute()
+    adopt = (MANIFEST, INFO)  # what reid prepare wrote before folders carried a record
+    with OutputFolder.open(out, "dataset", overwrite=overwrite, adopt=adopt) as folder:
+        return _prepare_into(folder, layout, source, spec, val_ids, seed, verify, strict, workers)
+
+
+def _prepare_into(folder, layout, source, spec, val_ids, seed, verify, strict, workers) -> dict:
+    """The body of `prepare`, writing into the claimed output folder."""
+    out, replaced = folder.path, len(folder.previous)
+    if spec is not None:
+        folder.check_replaceable("images")
+        partial = out / ".images.partial"
+        write_synthetic(partial, spec)
+        folder.replace_tree("images", partial)
+        source = out / "images"
+        scan = parse_market_folders(source, spec.cams)
     else:
-        source = Path(root if root is not None else Path("data") / "raw" / dataset).absolute()
-        scan = _scan(layout, source, out)
+        scan = _scan(layout, source, folder)
     df, dropped = build_manifest(scan.records)
     corrupt = verify_images(df.path.tolist(), workers) if verify else []
     if corrupt:
@@ -84,7 +112,7 @@ def prepare(
     if val_ids:
         check_query_gallery(df, "val_query", "val_gallery")
     info = {
-        "dataset": dataset,
+        "dataset": layout.name,
         "root": str(scan.root),
         "source": str(source),
         "manifest": "manifest.csv",
@@ -98,19 +126,24 @@ def prepare(
         "val_ids": val_ids,
         "seed": seed,
         "official": official,
+        "replaced_files": replaced,
         "reid_version": __version__,
     }
-    if dataset == "synthetic":
+    if spec is not None:
         info["synthetic"] = spec.__dict__
+    folder.own(MANIFEST, INFO)
     save_prepared(df, info, out)
     return info
 
 
-def _scan(layout: Layout, source: Path, out: Path) -> Scan:
-    """Parse the dataset, extracting a release `.zip` into `out/source` first."""
+def _scan(layout: Layout, source: Path, folder: OutputFolder) -> Scan:
+    """Parse the dataset, extracting a release `.zip` into `OUT/source` first."""
     if source.is_file() and source.suffix.lower() == ".zip":
-        out.mkdir(parents=True, exist_ok=True)
-        return layout.parse(extract_zip(source, out / "source"))
+        folder.check_replaceable("source")
+        partial = folder.path / ".source.partial"
+        extract_zip(source, partial)
+        folder.replace_tree("source", partial)
+        return layout.parse(folder.path / "source")
     return layout.parse(source)
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from reidcli.errors import DatasetError
+from reidcli.errors import OutputError, UsageError
+from reidcli.recipe.base import MAX_SEED
 
 SHIRTS = [(200, 30, 30), (30, 60, 170), (240, 240, 235), (25, 25, 25), (40, 140, 60),
           (240, 200, 40), (130, 40, 150), (250, 130, 30), (120, 120, 125), (90, 170, 220),
@@ -25,6 +26,9 @@ TROUSERS = [(30, 40, 80), (20, 20, 22), (110, 110, 115), (200, 185, 150), (95, 6
 SKINS = [(245, 210, 180), (225, 180, 140), (190, 140, 100), (140, 95, 60), (95, 65, 45)]
 HAIRS = [(20, 15, 10), (70, 45, 25), (150, 110, 60), (210, 180, 120), (130, 130, 130)]
 PATTERNS = ("solid", "hstripes", "vstripes", "checks", "logo")
+# Bounds of what `reid prepare synthetic` generates: a test dataset, not an allocation bomb.
+MAX_IDS, MAX_IMAGES_PER_ID, MAX_SIDE = 100_000, 1_000, 2_048
+JPEG_BYTES_PER_PIXEL = 0.6  # quality-90 JPEG of these drawings, generously (about 0.25 measured)
 
 
 @dataclass(frozen=True)
@@ -52,29 +56,57 @@ class SyntheticSpec:
     junk_share: float = 0.15
     distractor_share: float = 0.1
 
-    def check(self) -> None:
-        """Raise DatasetError when the numbers cannot make a usable dataset."""
+    def check(self, folder: Path | None = None) -> None:
+        """Raise UsageError when the numbers cannot make a usable dataset, or when its images
+        would not fit in memory or, estimated, on the disk holding `folder`."""
         problems = []
-        if self.ids < 2:
+        if not 2 <= self.ids <= MAX_IDS:
             problems.append(
-                f"--ids must be >= 2 (train and test both need identities), got {self.ids}"
+                f"--ids must be in 2..{MAX_IDS:,} (train and test both need identities), "
+                f"got {self.ids}"
             )
         if not 2 <= self.cams <= 99:
             problems.append(f"--cams must be in 2..99, got {self.cams}")
-        if self.images_per_id < 4:
-            problems.append(f"--images-per-id must be >= 4, got {self.images_per_id}")
-        if self.height < 16 or self.width < 8:
-            problems.append(f"--size must be at least 16x8, got {self.height}x{self.width}")
+        if not 4 <= self.images_per_id <= MAX_IMAGES_PER_ID:
+            problems.append(
+                f"--images-per-id must be in 4..{MAX_IMAGES_PER_ID}, got {self.images_per_id}"
+            )
+        if not (16 <= self.height <= MAX_SIDE and 8 <= self.width <= MAX_SIDE):
+            problems.append(
+                f"--size must be between 16x8 and {MAX_SIDE}x{MAX_SIDE}, "
+                f"got {self.height}x{self.width}"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
         if problems:
-            raise DatasetError("; ".join(problems))
+            raise UsageError("; ".join(problems))
+        if folder is not None:
+            self._check_disk(folder)
+
+    def _check_disk(self, folder: Path) -> None:
+        images = self.ids * self.images_per_id * (1 + self.junk_share + self.distractor_share)
+        need = int(images * (JPEG_BYTES_PER_PIXEL * self.height * self.width + 1024))
+        existing = next((p for p in (folder, *folder.parents) if p.is_dir()), None)
+        free = shutil.disk_usage(existing).free if existing is not None else need
+        if need > free:
+            raise UsageError(
+                f"about {images:,.0f} images of {self.height}x{self.width} need about "
+                f"{need / 2**30:.2f} GiB, but {existing} has {free / 2**30:.2f} GiB free"
+            )
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """Parse `HEIGHTxWIDTH` (e.g. `128x64`)."""
+    """Parse `HEIGHTxWIDTH` (e.g. `128x64`).
+
+    Raises:
+        UsageError: not two positive integers.
+    """
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise DatasetError(f"size must be HEIGHTxWIDTH, e.g. 128x64; got {text!r}") from None
+        raise UsageError(f"size must be HEIGHTxWIDTH, e.g. 128x64; got {text!r}") from None
+    if height < 1 or width < 1:
+        raise UsageError(f"size must have positive sides, got {text!r}")
     return height, width
 
 
@@ -255,31 +287,44 @@ def plan_images(spec: SyntheticSpec) -> list[tuple[str, int, int, int]]:
     return plan
 
 
-def generate_synthetic(out: Path, spec: SyntheticSpec) -> Path:
-    """Write the dataset's JPEG files under `out` (replacing it) and return `out`.
-
-    The files are written to a sibling temporary folder first, so an interrupted run leaves no
-    half-generated dataset behind.
-    """
+def write_synthetic(folder: Path, spec: SyntheticSpec) -> Path:
+    """Write the dataset's JPEG files into the new folder `folder` (removed first if a killed
+    run left it) and return it."""
     spec.check()
     size = (spec.height, spec.width)
     people = [draw_identity(np.random.default_rng([spec.seed, 2, i])) for i in range(spec.ids)]
     cameras = [
         draw_camera(np.random.default_rng([spec.seed, 3, c]), *size) for c in range(spec.cams)
     ]
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for folder in ("bounding_box_train", "query", "bounding_box_test"):
-        (tmp / folder).mkdir(parents=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        (folder / split).mkdir(parents=True)
     frames = np.zeros(spec.cams + 1, dtype=np.int64)
-    for n, (folder, pid, cam, who) in enumerate(plan_images(spec)):
+    for n, (split, pid, cam, who) in enumerate(plan_images(spec)):
         rng = np.random.default_rng([spec.seed, 4, n])
         person = people[who] if who >= 0 else (draw_identity(rng) if who == -2 else None)
         image = render_image(person, cameras[cam - 1], size, rng)
         frames[cam] += int(rng.integers(1, 50))  # Market names carry the video frame number
         name = f"{pid:04d}_c{cam}s1_{frames[cam]:06d}_00.jpg" if pid >= 0 else None
         name = name or f"-1_c{cam}s1_{frames[cam]:06d}_00.jpg"
-        image.save(tmp / folder / name, quality=90)
-    shutil.rmtree(out, ignore_errors=True)
+        image.save(folder / split / name, quality=90)
+    return folder
+
+
+def generate_synthetic(out: Path, spec: SyntheticSpec) -> Path:
+    """Write the dataset's JPEG files into `out`, a new or empty folder, and return `out`.
+
+    The files are written to a sibling temporary folder first, so an interrupted run leaves no
+    half-generated dataset behind.
+
+    Raises:
+        OutputError: `out` exists and is not an empty folder (nothing there is replaced).
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"{out}: exists and is not an empty folder; choose a new folder")
+    tmp = write_synthetic(out.with_name(f".{out.name}.partial"), spec)
+    if out.exists():
+        out.rmdir()
     tmp.rename(out)
     return out

@@ -1,5 +1,6 @@
 """Checkpoints: plain versioned dicts, written atomically, loadable with weights_only=True."""
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -75,6 +76,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: checkpoint version {state['version']} is newer than this reid supports"
         )
     return state
+
+
+def saved_recipe(state: dict, path: str | Path) -> dict:
+    """The recipe a checkpoint carries, as a dict.
+
+    Raises:
+        CheckpointError: the recipe is not valid JSON of a mapping (a damaged checkpoint).
+    """
+    try:
+        recipe = json.loads(state["recipe"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the checkpoint's recipe is damaged ({err})") from None
+    if not isinstance(recipe, dict):
+        raise CheckpointError(f"{path}: the checkpoint's recipe is not a mapping")
+    return recipe
 
 
 def check_resume_recipe(saved: dict, recipe: Recipe) -> None:

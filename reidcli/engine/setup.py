@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from reidcli.engine.runtime import Runtime
 from reidcli.errors import DeviceError
 from reidcli.losses.criterion import build_criterion
 from reidcli.models.catalog import build_model
+from reidcli.outputs import write_text_atomic
 from reidcli.recipe import Recipe
 
 
@@ -83,11 +85,28 @@ def feature_dims(model: nn.Module, recipe: Recipe, runtime: Runtime) -> list[int
     return [int(f.shape[1]) for f in out.features]
 
 
-def write_run_files(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
-    """recipe.yaml (resolved) and env.json (versions, device) in the run folder."""
+def write_run_files(run_dir: Path, recipe: Recipe, runtime: Runtime, resumed: bool = False) -> None:
+    """recipe.yaml (resolved) and env.json (versions, device, command) in the run folder.
+
+    A resumed run keeps env.json's description of the run's start and appends its own under
+    `resumes`.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    env = {
+    write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    env = _environment(recipe, runtime)
+    path = run_dir / "env.json"
+    if resumed and path.is_file():
+        try:
+            first = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            first = None
+        if isinstance(first, dict):
+            env = {**first, "resumes": [*first.get("resumes", []), env]}
+    write_text_atomic(path, json.dumps(env, indent=2) + "\n")
+
+
+def _environment(recipe: Recipe, runtime: Runtime) -> dict:
+    return {
         "reidcli": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
@@ -106,5 +125,5 @@ def write_run_files(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
         "amp_dtype": str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "off",
         "channels_last": runtime.channels_last,
         "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")

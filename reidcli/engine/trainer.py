@@ -1,12 +1,18 @@
 """The training loop: epochs of identity batches, validation, checkpoints, exact resume."""
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reidcli.data.loaders import build_train_loader
-from reidcli.engine.checkpoint import check_resume_recipe, load_checkpoint, save_checkpoint
+from reidcli.data.loaders import build_train_loader, clean_errors
+from reidcli.engine.checkpoint import (
+    check_resume_recipe,
+    load_checkpoint,
+    save_checkpoint,
+    saved_recipe,
+)
 from reidcli.engine.data import images_and_labels, load_run_data
 from reidcli.engine.interrupt import StopRequest
 from reidcli.engine.progress import EpochProgress
@@ -21,11 +27,22 @@ from reidcli.engine.setup import RunParts, build_parts, check_runtime_options, w
 from reidcli.engine.step import NonFiniteLoss, TrainStep
 from reidcli.engine.tracker import Tracker
 from reidcli.engine.validate import validate
-from reidcli.errors import DatasetError, TrainingError
+from reidcli.errors import TrainingError
+from reidcli.outputs import OutputFolder, remove_stale_temporaries
 from reidcli.recipe import Recipe
 from reidcli.reporting import Reporter
 
 log = logging.getLogger(__name__)
+
+# What `reid train` writes into a run folder (epoch_NNN.pt as well); what an earlier reid wrote
+# there before run folders carried a record.
+RUN_FILES = ("recipe.yaml", "env.json", "metrics.jsonl", "last.pt", "best.pt")
+EARLIER_RUN_FILES = (*RUN_FILES, "epoch_*.pt", "eval*.json")
+LOG_FOLDERS = ("tensorboard", "wandb")  # written by those libraries; recorded at each checkpoint
+RUN_HINT = (
+    "continue it with --resume, or pass --overwrite to start over (only the files reid wrote "
+    "there are removed)"
+)
 
 
 @dataclass
@@ -52,6 +69,7 @@ def train(
     resume_from: str | Path | None = None,
     device: str = "auto",
     reporter: Reporter | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a model as the recipe describes, writing a run folder.
 
@@ -61,17 +79,15 @@ def train(
         resume_from: a checkpoint to continue from.
         device: auto, cpu or cuda.
         reporter: where progress goes (rank 0 only); silent when None.
+        overwrite: start over in a folder that holds a run (its recorded files are removed).
 
     Raises:
-        TrainingError: a non-finite loss, a refused resume, a run folder already in use.
+        TrainingError: a non-finite loss, a refused resume.
+        OutputError: the folder holds files reid did not write, or a run (without resuming
+            or `overwrite`). InUseError: another process is writing the run folder.
         DatasetError: the prepared dataset is missing or an image cannot be read.
     """
     run_dir = Path(out_dir)
-    if resume_from is None and (run_dir / "last.pt").exists():
-        raise TrainingError(
-            f"{run_dir} already holds a run (last.pt); continue it with --resume "
-            "or choose another --out"
-        )
     cfg = recipe.train
     runtime = Runtime.from_env(device, cfg.amp, cfg.channels_last, cfg.seed, cfg.deterministic)
     try:
@@ -79,33 +95,96 @@ def train(
         state = None
         if resume_from is not None:
             state = load_checkpoint(resume_from)
-            check_resume_recipe(json.loads(state["recipe"]), recipe)
-        data = load_run_data(recipe)
-        loader = build_train_loader(
-            data.train,
-            recipe.data,
-            seed=recipe.train.seed,
-            rank=runtime.rank,
-            world_size=runtime.world_size,
-        )
-        steps = len(loader.batch_sampler) // cfg.grad_accum
-        if steps == 0:
-            raise TrainingError(
-                f"one epoch has {len(loader.batch_sampler)} batches, fewer than "
-                f"train.grad_accum ({cfg.grad_accum}); lower data.p or grad_accum"
-            )
-        parts = build_parts(recipe, data, runtime, steps)
-        if not runtime.is_main or reporter is None:
-            reporter = Reporter()
-        trainer = Trainer(recipe, run_dir, runtime, parts, data, loader, reporter)
-        if state is not None:
-            trainer.restore(state)
-        if runtime.is_main:
-            write_run_files(run_dir, recipe, runtime)
-        runtime.barrier()
-        return trainer.fit()
+            check_resume_recipe(saved_recipe(state, resume_from), recipe)
+        with _run_folder(run_dir, runtime, resume_from is not None, overwrite) as folder:
+            trainer = _build_trainer(recipe, run_dir, runtime, reporter, folder)
+            if state is not None:
+                trainer.restore(state)
+            if runtime.is_main:
+                write_run_files(run_dir, recipe, runtime, resumed=state is not None)
+                trimmed = trim_metrics(run_dir / "metrics.jsonl", trainer.step, trainer.epoch)
+                if trimmed:
+                    log.warning(
+                        "metrics.jsonl: dropped %d record(s) written after the "
+                        "checkpoint resumed from (they will be written again)",
+                        trimmed,
+                    )
+            runtime.barrier()
+            return trainer.fit()
     finally:
         runtime.close()
+
+
+@contextlib.contextmanager
+def _run_folder(run_dir: Path, runtime: Runtime, resuming: bool, overwrite: bool):
+    """The run folder, claimed and locked by the main rank (the only one that writes it)."""
+    if not runtime.is_main:
+        yield None
+        return
+    if resuming and overwrite:
+        raise TrainingError("--overwrite starts a run over; it does not combine with --resume")
+    with OutputFolder.open(
+        run_dir, "run", overwrite=overwrite, keep=resuming, adopt=EARLIER_RUN_FILES,
+        hint=RUN_HINT,
+    ) as folder:  # fmt: skip
+        folder.clear_previous()  # --overwrite: the old run's files go before the new run starts
+        names = [*RUN_FILES, *(p.name for p in run_dir.glob("epoch_*.pt"))]
+        for stale in remove_stale_temporaries(run_dir, names):
+            log.warning("removed %s, left by a write that was killed", stale.name)
+        folder.own(*RUN_FILES)
+        yield folder
+
+
+def _build_trainer(recipe, run_dir, runtime, reporter, folder) -> "Trainer":
+    cfg = recipe.train
+    data = load_run_data(recipe)
+    loader = build_train_loader(
+        data.train, recipe.data, seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size
+    )
+    steps = len(loader.batch_sampler) // cfg.grad_accum
+    if steps == 0:
+        raise TrainingError(
+            f"one epoch has {len(loader.batch_sampler)} batches, fewer than "
+            f"train.grad_accum ({cfg.grad_accum}); lower data.p or grad_accum"
+        )
+    parts = build_parts(recipe, data, runtime, steps)
+    if not runtime.is_main or reporter is None:
+        reporter = Reporter()
+    return Trainer(recipe, run_dir, runtime, parts, data, loader, reporter, folder)
+
+
+def trim_metrics(path: Path, step: int, epoch: int) -> int:
+    """Drop the records of `metrics.jsonl` written after the checkpoint a run resumes from.
+
+    A record belongs to the resumed state when its step is earlier, or equal with its epoch
+    not beyond the checkpoint's (a kill between an epoch's record and its checkpoint leaves an
+    epoch record at the checkpoint's step + the epoch's steps). A torn last line is dropped.
+
+    Returns:
+        The number of records dropped.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = record["step"] < step or (
+                record["step"] == step and record.get("epoch", 0) <= epoch
+                if record.get("kind") in ("epoch", "val")
+                else record["step"] <= step
+            )
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        from reidcli.outputs import write_text_atomic
+
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return dropped
 
 
 class Trainer:
@@ -120,8 +199,10 @@ class Trainer:
         data,
         loader,
         reporter: Reporter,
+        folder: OutputFolder | None = None,
     ):
         self.recipe = recipe
+        self.folder = folder  # the claimed run folder (main rank), which records what is written
         self.run_dir = run_dir
         self.runtime = runtime
         self.parts = parts
@@ -188,6 +269,10 @@ class Trainer:
 
     def save(self, name: str = "last.pt") -> None:
         if self.runtime.is_main:
+            if self.folder is not None:
+                logs = [p for sub in LOG_FOLDERS for p in (self.run_dir / sub).rglob("*")]
+                names = [p.relative_to(self.run_dir).as_posix() for p in logs if p.is_file()]
+                self.folder.own(name, *names)
             save_checkpoint(self.run_dir / name, self.state_dict())
 
     # ------------------------------------------------------------------------------ loop
@@ -228,7 +313,7 @@ class Trainer:
         parts.model.train()
         pending: list = []
         loss = 0.0
-        for batch in _reraise_clean(self.loader):
+        for batch in clean_errors(self.loader):
             pending.append(images_and_labels(batch))
             if len(pending) < accum:
                 continue
@@ -303,20 +388,11 @@ class Trainer:
             improved = not self.best or metrics["mAP"] > self.best["mAP"]
             if improved:
                 self.best = dict(self.last_val)
-        self.save()
+        # last.pt comes last: a run killed before it resumes from the epoch before and writes
+        # best.pt and epoch_NNN.pt again, identically.
         if improved and cfg.checkpoint.save_best:
             self.save("best.pt")
         if cfg.checkpoint.keep_epochs:
             self.save(f"epoch_{self.epoch:03d}.pt")
+        self.save()
         self.runtime.barrier()
-
-
-def _reraise_clean(loader):
-    """Iterate a loader; a bad image in a worker becomes one clean `DatasetError`."""
-    try:
-        yield from loader
-    except DatasetError as err:
-        lines = [line for line in str(err).strip().splitlines() if line.strip()]
-        message = lines[-1] if lines else str(err)
-        message = message.split("DatasetError: ", 1)[-1]
-        raise DatasetError(message) from None
