@@ -18,6 +18,8 @@ DatasetName = Literal[
 ]
 DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
 
+# The longest side a model input may have: four times Market-1501's 384-pixel reference height.
+MAX_SIDE = 1536
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -72,12 +74,12 @@ class Data(Section):
     dataset: DatasetName = "market1501"
     root: str = Field("data/market1501", description="folder written by `reid prepare`")
     manifest: str | None = Field(None, description="manifest.csv path; default ROOT/manifest.csv")
-    height: int = Field(384, gt=0)
-    width: int = Field(128, gt=0)
-    p: int = Field(6, ge=1, description="identities per batch (P)")
-    k: int = Field(8, ge=2, description="images per identity in a batch (K)")
-    workers: int = Field(4, ge=0, description="data-loading worker processes")
-    eval_batch_size: int = Field(128, gt=0)
+    height: int = Field(384, gt=0, le=MAX_SIDE, description="input height (pixels)")
+    width: int = Field(128, gt=0, le=MAX_SIDE, description="input width (pixels)")
+    p: int = Field(6, ge=1, le=4096, description="identities per batch (P)")
+    k: int = Field(8, ge=2, le=1024, description="images per identity in a batch (K)")
+    workers: int = Field(4, ge=0, le=256, description="data-loading worker processes")
+    eval_batch_size: int = Field(128, gt=0, le=65536)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     augment: Augment = Augment()

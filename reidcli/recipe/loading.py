@@ -44,10 +44,7 @@ def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
             raw["loss"] = parse_loss_string(raw["loss"])
         except ValueError as err:
             raise RecipeError(_format(source, ("loss",), str(err), lines)) from None
-    set_paths: set[Loc] = set()
-    for text in overrides:
-        loc = apply_override(raw, text)
-        set_paths.add(loc)
+    set_paths = {apply_override(raw, text): origin(text) for text in overrides}
     return validate_recipe(raw, source, lines, set_paths)
 
 
@@ -62,8 +59,8 @@ def load_eval(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> 
         RecipeError: as `load_recipe`, or an override names another section.
     """
     raw: dict = {}
-    set_paths = [apply_override(raw, text) for text in overrides]
-    outside = [text for text, loc in zip(overrides, set_paths, strict=True) if loc[0] != "eval"]
+    locs = [apply_override(raw, text) for text in overrides]
+    outside = [text for text, loc in zip(overrides, locs, strict=True) if loc[0] != "eval"]
     if outside:
         raise RecipeError(
             f"--set {outside[0]!r}: features are scored with the eval section only; "
@@ -73,7 +70,8 @@ def load_eval(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> 
         return load_recipe(path, overrides).eval
     from reidcli.recipe.run import Eval
 
-    return _validate(Eval, raw.get("eval", {}), "<defaults>", None, set(set_paths), ("eval",))
+    set_paths = {loc: origin(text) for loc, text in zip(locs, overrides, strict=True)}
+    return _validate(Eval, raw.get("eval", {}), "<defaults>", None, set_paths, ("eval",))
 
 
 def override_recipe(
@@ -87,12 +85,12 @@ def override_recipe(
     if not overrides:
         return recipe
     raw = recipe.to_dict()
-    set_paths = {apply_override(raw, text) for text in overrides}
+    set_paths = {apply_override(raw, text): origin(text) for text in overrides}
     return validate_recipe(raw, source, None, set_paths)
 
 
 def validate_recipe(
-    raw: dict, source: str = "<recipe>", lines: dict | None = None, set_paths: set | None = None
+    raw: dict, source: str = "<recipe>", lines: dict | None = None, set_paths: dict | None = None
 ) -> Recipe:
     """Validate a plain dict as a `Recipe`, turning pydantic errors into one `RecipeError`."""
     from reidcli.recipe.schema import Recipe
@@ -105,7 +103,7 @@ def _validate(
     raw: Any,
     source: str,
     lines: dict | None,
-    set_paths: set | None,
+    set_paths: dict | None,
     prefix: Loc = (),
 ):
     """`model.model_validate(raw)`, its errors shown at `prefix` + their location."""
@@ -120,23 +118,28 @@ def _validate(
                 reason = "unknown key" + _suggest(shown, parent)
             elif reason.startswith("Value error, "):
                 reason = reason.removeprefix("Value error, ")
-            where = " (from --set)" if set_paths and _covered(loc, set_paths) else ""
-            messages.append(_format(source, loc, reason, lines or {}) + where)
+            given = _covered(loc, set_paths or {})
+            if given is not None and given != "--set":  # a command-line flag: name it
+                path = ".".join(str(p) for p in loc)
+                messages.append(f"{given}: {reason} (recipe key {path})")
+            else:
+                where = " (from --set)" if given else ""
+                messages.append(_format(source, loc, reason, lines or {}) + where)
         raise RecipeError("\n".join(messages)) from None
 
 
 def apply_override(raw: dict, text: str) -> Loc:
     """Apply one `a.b.c=value` override in place and return its key path."""
-    import yaml
-
     key, sep, value_text = text.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, for example optim.lr=3e-4")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
-    except yaml.YAMLError as err:
+        value = parse_yaml(value_text, f"--set {text!r}")[0] if value_text.strip() else ""
+    except RecipeError as err:
         raise RecipeError(f"--set {text!r}: value is not valid YAML ({err})") from None
-    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    parts: list[str | int] = [
+        int(p) if p.isascii() and p.isdigit() else p for p in key.strip().split(".")
+    ]
     node: Any = raw
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
@@ -159,25 +162,25 @@ def apply_override(raw: dict, text: str) -> Loc:
     return tuple(parts)
 
 
-def _read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
-    import yaml
+# A recipe is a few kilobytes; refusing larger files bounds the work a recipe reader does.
+MAX_RECIPE_BYTES = 1 << 20
 
+
+def _read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
     if not path.exists():
         raise RecipeError(f"{path}: recipe file not found")
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory, expected a YAML recipe file")
     try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(
+                f"{path}: {size:,} bytes is not a recipe (at most {MAX_RECIPE_BYTES:,} bytes)"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(f"{path}: cannot read recipe ({err})") from None
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise RecipeError(f"{path}: malformed YAML{line}: {problem}") from None
+    data, node = parse_yaml(text, str(path))
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
@@ -187,6 +190,34 @@ def _read_yaml(path: Path) -> tuple[dict, dict[Loc, int]]:
     lines: dict[Loc, int] = {}
     _collect_lines(node, (), lines)
     return data, lines
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, Any]:
+    """The data and the composed node of one YAML document, read by `RecipeLoader`.
+
+    Raises:
+        RecipeError: malformed YAML, an alias, a duplicate key, or nesting too deep to read.
+    """
+    import yaml
+
+    from reidcli.recipe.yaml_loader import RecipeLoader
+
+    loader = None
+    try:
+        loader = RecipeLoader(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{source}: malformed YAML{line}: {problem}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: YAML nested too deeply to be a recipe") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, node
 
 
 def _collect_lines(node: Any, loc: Loc, out: dict[Loc, int]) -> None:
@@ -206,14 +237,38 @@ def _collect_lines(node: Any, loc: Loc, out: dict[Loc, int]) -> None:
 
 
 def _format(source: str, loc: Loc, reason: str, lines: dict[Loc, int]) -> str:
-    path = ".".join(str(p) for p in loc) or "(top level)"
+    if not loc:  # a check across sections
+        return f"{source}: {reason}"
+    path = ".".join(str(p) for p in loc)
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
     where = f" (line {line})" if line is not None else ""
     return f"{source}: {path}: {reason}{where}"
 
 
-def _covered(loc: Loc, set_paths: set) -> bool:
-    return any(loc[: len(p)] == p or p[: len(loc)] == loc for p in set_paths)
+def _covered(loc: Loc, set_paths: dict) -> str | None:
+    """Where the value at `loc` was given on the command line ("--set" or a flag), or None."""
+    if not loc:  # a check across sections: no one override made it fail
+        return None
+    found = [
+        origin for p, origin in set_paths.items() if loc[: len(p)] == p or p[: len(loc)] == loc
+    ]
+    return found[-1] if found else None
+
+
+class FlagOverride(str):
+    """A `KEY=VALUE` override that a command-line flag stands for; errors name the flag."""
+
+    flag: str
+
+    def __new__(cls, text: str, flag: str) -> FlagOverride:
+        item = super().__new__(cls, text)
+        item.flag = flag
+        return item
+
+
+def origin(text: str) -> str:
+    """What gave an override: its flag, or "--set"."""
+    return getattr(text, "flag", "--set")
 
 
 def _walk(loc: tuple, root: type[BaseModel]) -> tuple[Loc, type[BaseModel] | None]:

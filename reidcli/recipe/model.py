@@ -22,12 +22,25 @@ ModelName = Literal[
 ]
 MODELS: tuple[str, ...] = typing.get_args(ModelName)
 
+# The smallest input side each model computes with (pixels): OSNet's pooling stages leave no
+# row below 13, IBN-a's instance normalisation needs more than one value per channel at stride
+# 16. The others compute at any size (not that tiny inputs make sense). tests/test_models.py
+# runs every model at its minimum and one pixel below it.
+MIN_INPUT_SIDE = {name: 1 for name in MODELS} | {
+    "lmbn_n": 13,
+    "osnet_x1_0": 13,
+    "osnet_x0_75": 13,
+    "osnet_x0_5": 13,
+    "osnet_x0_25": 13,
+    "resnet50_ibn_a": 17,
+}
+
 
 class Model(Section):
     """Which network to build and where its initial weights come from."""
 
     name: ModelName = "lmbn_n"
-    feats: int = Field(512, gt=0, description="width of each embedding branch")
+    feats: int = Field(512, gt=0, le=65536, description="width of each embedding branch")
     pretrained: str = Field(
         "none",
         description="none | imagenet | path to a .pth/.pt file (ImageNet, LightMBN, reid weights)",

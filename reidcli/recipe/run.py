@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from reidcli.recipe.base import Section
+from reidcli.recipe.base import MAX_SEED, Section
 
 
 def _yaml_off(value):
@@ -35,7 +35,7 @@ class Wandb(Section):
 
 class Train(Section):
     epochs: int = Field(130, gt=0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     deterministic: bool = Field(False, description="deterministic kernels (slower), exact resume")
     amp: Amp = Field(
         "off", description="autocast precision (auto: bf16 where the device computes it natively)"
@@ -43,7 +43,7 @@ class Train(Section):
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the model")
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm")
-    grad_accum: int = Field(1, ge=1, description="accumulate gradients over N batches")
+    grad_accum: int = Field(1, ge=1, le=4096, description="accumulate gradients over N batches")
     sync_bn: bool = Field(
         False, description="SyncBatchNorm in distributed runs (CUDA only; refused on CPU ranks)"
     )
@@ -89,7 +89,9 @@ class Eval(Section):
     protocol: Literal["market", "cuhk03"] = Field(
         "market", description="cuhk03: classic single-gallery-shot protocol (10 seeded repeats)"
     )
-    seed: int = Field(0, ge=0, description="seed of the cuhk03 protocol's gallery draws")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the cuhk03 protocol's gallery draws"
+    )
     rerank: Rerank = Rerank()
     query_expansion: QueryExpansion = QueryExpansion()
 
@@ -135,9 +137,11 @@ class Bench(Section):
         ("torch",), description="eval mode: torch, torchscript and/or onnxruntime"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, gt=0, description="intra-op threads (default: torch's)")
-    warmup: int = Field(3, ge=0, description="untimed iterations before each row")
-    iters: int = Field(10, gt=0, description="timed iterations per row")
+    threads: int | None = Field(
+        None, gt=0, le=1024, description="intra-op threads (default: torch's)"
+    )
+    warmup: int = Field(3, ge=0, le=10_000, description="untimed iterations before each row")
+    iters: int = Field(10, gt=0, le=1_000_000, description="timed iterations per row")
     seconds: float | None = Field(
         None, gt=0, description="time each row for this long instead of a number of iterations"
     )
@@ -174,8 +178,8 @@ class Bench(Section):
     @field_validator("batch")
     @classmethod
     def _batches(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(b < 1 for b in value):
-            raise ValueError(f"batch sizes must be positive, got {list(value)}")
+        if not value or any(not 1 <= b <= 4096 for b in value):
+            raise ValueError(f"batch sizes must be positive and at most 4096, got {list(value)}")
         return tuple(sorted(set(value)))
 
     @field_validator("dtype", "backend")

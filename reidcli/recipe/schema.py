@@ -7,7 +7,7 @@ from pydantic import Field, field_validator, model_validator
 from reidcli.recipe.base import Section
 from reidcli.recipe.data import Data
 from reidcli.recipe.loss import METRIC_TERMS, CrossEntropy, LossTerm, parse_loss_string
-from reidcli.recipe.model import Model
+from reidcli.recipe.model import MIN_INPUT_SIDE, Model
 from reidcli.recipe.optim import Adam, Optim, Schedule, WarmupCosine
 from reidcli.recipe.run import Bench, Eval, Export, Train
 
@@ -42,6 +42,12 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
+        smallest = MIN_INPUT_SIDE[self.model.name]
+        if min(self.data.height, self.data.width) < smallest:
+            raise ValueError(
+                f"{self.model.name} needs inputs of at least {smallest}x{smallest} pixels, got "
+                f"data.height {self.data.height} x data.width {self.data.width}"
+            )
         names = [term.name for term in self.loss]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
