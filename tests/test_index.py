@@ -167,6 +167,10 @@ def test_add_and_remove_round_trip(files, tmp_path, kind):
     assert [e["hits"][0]["path"] for e in own["results"]] == [e["path"] for e in own["results"]]
     listing = tmp_path / "erase.txt"
     listing.write_text("\n".join(e["path"] for e in own["results"]) + "\nnot/in/the/index\n")
+    with pytest.raises(GalleryIndexError, match=r"1 of the 41 paths .* nothing removed"):
+        api.index_remove(index, paths_file=listing)  # every listed path, or none
+    assert api.index_info(index)["count"] == 1540
+    listing.write_text("\n".join(e["path"] for e in own["results"]) + "\n")
     removed = api.index_remove(index, paths_file=listing)
     assert removed == {"index": str(index), "removed": 40, "verified": True, "before": 1540,
                        "count": 1500}  # fmt: skip
@@ -231,7 +235,6 @@ def test_bad_input_is_an_error_and_leaves_the_index(files, tmp_path):
         (("search", str(corrupt), str(files["queries"])), "not a readable reid index"),
         (("index", "info", str(garbage)), "not a readable reid index"),
         (("index", "build", str(empty), "--out", str(tmp_path / "new.idx")), "non-empty"),
-        (("index", "build", str(files["more"]), "--out", str(index)), "exists"),
     ]
     for args, message in cases:
         done = reid(*args)
@@ -245,6 +248,7 @@ def test_bad_input_is_an_error_and_leaves_the_index(files, tmp_path):
         (("search", str(index), str(files["queries"]), "--nprobe", "4"), "ivfpq"),
         (("index", "remove", str(index)), "--paths FILE or --pid N"),
         (("search", str(index), str(files["queries"]), "--out", str(tmp_path / "r.txt")), ".csv"),
+        (("index", "build", str(files["more"]), "--out", str(index)), "exists"),
     ]  # fmt: skip
     for args, message in usage:
         done = reid(*args)

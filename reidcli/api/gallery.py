@@ -145,8 +145,10 @@ def search(
         "hits": [{"path", "pid", "camid", "distance"}, ...]}, ...]} (pid/camid -1: unknown).
     """
     from reidcli.index.inputs import load_rows
-    from reidcli.index.search import search_index, write_results
+    from reidcli.index.search import check_results_path, search_index, write_results
 
+    if out is not None:
+        check_results_path(out)
     if model is not None:
         from reidcli.index.inputs import embed_queries
 

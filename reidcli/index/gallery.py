@@ -203,6 +203,7 @@ class Gallery(ABC):
         """
         if k < 1:
             raise GalleryIndexError(f"top-k must be >= 1, got {k}")
+        k = min(k, max(1, self.count))  # no more hits than rows: bounds what is allocated
         q = features if prepared else prepare_vectors(features, self.metric)
         out_ids = np.full((len(q), k), -1, dtype=np.int64)
         out_dist = np.full((len(q), k), np.nan)

@@ -12,6 +12,7 @@ import numpy as np
 from reidcli.errors import FeaturesError, RecipeError
 from reidcli.index.gallery import UNKNOWN, Gallery, Hits, Rows, SearchParams
 from reidcli.index.store import open_gallery
+from reidcli.outputs import atomic_path, check_output_file
 
 
 def exclusion(gallery: Gallery, q_pids: np.ndarray, q_camids: np.ndarray, same_pid_only: bool):
@@ -58,8 +59,8 @@ def search_params(gallery: Gallery, nprobe, ef_search) -> SearchParams:
     if ef_search is not None and gallery.kind != "hnsw":
         raise RecipeError(f"--ef-search applies to hnsw indexes; this one is {gallery.kind}")
     for name, value in (("--nprobe", nprobe), ("--ef-search", ef_search)):
-        if value is not None and value < 1:
-            raise RecipeError(f"{name} must be >= 1, got {value}")
+        if value is not None and not 1 <= value <= 1 << 16:
+            raise RecipeError(f"{name} must be in 1..{1 << 16}, got {value}")
     nlist = gallery.meta["params"].get("nlist")
     if nprobe is not None and nprobe > nlist:
         raise RecipeError(f"--nprobe {nprobe} exceeds the index's {nlist} lists")
@@ -89,20 +90,30 @@ def _results(gallery: Gallery, queries: Rows, hits: Hits) -> list[dict]:
     return out
 
 
+def check_results_path(out: str | Path) -> Path:
+    """A results file path: `.json` or `.csv`, not a folder.
+
+    Raises:
+        RecipeError: another suffix. OutputError: a folder.
+    """
+    out = check_output_file(out, "results file")
+    if out.suffix.lower() not in (".json", ".csv"):
+        raise RecipeError(f"--out must end in .json or .csv, got {out.name}")
+    return out
+
+
 def write_results(results: list[dict], out: str | Path) -> Path:
     """`.json`: the list as printed by --json; `.csv`: one line per hit."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    elif out.suffix.lower() == ".csv":
-        with out.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+    out = check_results_path(out)
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".json":
+            tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+            return out
+        with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["query", "rank", "path", "pid", "camid", "distance"])
             for entry in results:
                 for rank, hit in enumerate(entry["hits"], 1):
                     writer.writerow([entry["path"], rank, hit["path"], hit["pid"], hit["camid"],
                                      repr(hit["distance"])])  # fmt: skip
-    else:
-        raise RecipeError(f"--out must end in .json or .csv, got {out.name}")
     return out

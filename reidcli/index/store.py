@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import fcntl
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 
 from reidcli.errors import RecipeError
 from reidcli.index.gallery import Gallery
+from reidcli.locking import exclusive
+from reidcli.outputs import remove_stale_temporaries
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("faiss", "milvus")
 
@@ -44,20 +48,20 @@ def _lock_path(index, backend: str, uri: str | None) -> Path | None:
 
 @contextmanager
 def writing(index, backend: str = "faiss", uri: str | None = None):
-    """Hold the gallery's lock file while changing it: concurrent writers wait their turn.
+    """Hold the gallery's lock file while changing it: concurrent writers wait their turn, and
+    the temporary files of a writer that was killed are removed.
 
     A Milvus server has no lock here: one writer at a time per gallery."""
     lock = _lock_path(index, backend, uri)
     if lock is None:
         yield
         return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(lock, f"index {index if backend == 'faiss' else uri}", wait=True):
+        if backend == "faiss":
+            path = Path(index)
+            for stale in remove_stale_temporaries(path.parent, [path.name]):
+                log.warning("removed %s, left by a write that was killed", stale.name)
+        yield
 
 
 def info(gallery: Gallery) -> dict:
