@@ -16,7 +16,7 @@ from reidcli.models import (
 from reidcli.models.lmbn import build_lmbn_n, build_lmbn_r, top_drop_rows
 from reidcli.models.osnet import OSNET_WIDTHS, build_osnet
 from reidcli.models.resnet import ResNet50
-from reidcli.recipe.model import MODELS, Model
+from reidcli.recipe.model import MIN_INPUT_SIDE, MODELS, Model
 
 NUM_CLASSES = 7
 _cache: dict[str, torch.nn.Module] = {}
@@ -91,6 +91,28 @@ def test_eval_embedding(name):
         torch.testing.assert_close(branch.norm(dim=1), torch.ones(2))
     torch.testing.assert_close(whole, F.normalize(raw, dim=1), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(none, raw)
+
+
+def _computes_at(model: torch.nn.Module, side: int) -> bool:
+    images = torch.rand(2, 3, side, side)
+    try:
+        with torch.no_grad():
+            model.eval().embed(images, flip=False, normalize="per_branch")
+            model.train()(images)
+    except (RuntimeError, ValueError):
+        return False
+    finally:
+        model.eval()
+    return True
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_smallest_input_side_is_the_schema_bound(name):
+    smallest = MIN_INPUT_SIDE[name]
+    model = catalog_model(name)
+    assert _computes_at(model, smallest)
+    if smallest > 1:
+        assert not _computes_at(model, smallest - 1)
 
 
 def test_embed_refuses_training_mode():
