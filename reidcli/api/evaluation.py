@@ -93,8 +93,11 @@ def rerank(
     """
     from reidcli.metrics.evaluate import run_evaluation
     from reidcli.metrics.features import load_features
+    from reidcli.outputs import check_output_file
     from reidcli.recipe import load_eval
 
+    if out is not None:
+        check_output_file(out, "re-ranked distances file")
     cfg = load_eval(recipe, as_overrides(overrides))
     cfg = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(update={"enabled": True})})
     result = run_evaluation(load_features(features_path), cfg, rerank_out=out)

@@ -1,6 +1,7 @@
 """The `reid` command: a thin Typer skin over `reidcli.api` (torch is imported lazily)."""
 
 import logging
+import os
 import sys
 
 import typer
@@ -62,6 +63,15 @@ class _LevelFormatter(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
+def describe_system_error(err: BaseException) -> str:
+    """One line for an operating-system error: what failed, and on which file."""
+    if isinstance(err, MemoryError):
+        return "out of memory (try a smaller batch, input size or gallery)"
+    reason = err.strerror or str(err) or type(err).__name__
+    names = [n for n in (err.filename, err.filename2) if n is not None]
+    return f"{reason}: {' -> '.join(map(str, names))}" if names else reason
+
+
 def main() -> None:
     """Console entry point: run the app, turning `ReidError`s into messages and exit codes."""
     handler = logging.StreamHandler(sys.stderr)
@@ -78,6 +88,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except (OSError, MemoryError) as err:
+        # What no verb anticipated of the machine (a full disk, a permission, memory): one line,
+        # exit 1. REID_DEBUG=1 shows the traceback.
+        if os.environ.get("REID_DEBUG") == "1":
+            raise
+        print(f"error: {describe_system_error(err)}", file=sys.stderr)
+        sys.exit(1)
     finally:
         package_log.removeHandler(handler)  # main() may run again in the same process
         package_log.setLevel(level)

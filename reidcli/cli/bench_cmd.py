@@ -14,6 +14,8 @@ import typer
 from reidcli.cli.embed_cmd import parse_size
 from reidcli.cli.eval_cmd import Device, default_of
 from reidcli.cli.recipe_cmd import SET_HELP, given_flags
+from reidcli.outputs import check_output_file, write_text_atomic
+from reidcli.recipe.loading import FlagOverride
 from reidcli.recipe.model import MODELS
 from reidcli.recipe.run import Bench
 
@@ -121,6 +123,8 @@ def bench_cmd(
     from reidcli.reporting import console_reporter
 
     baseline = load_report(compare) if compare is not None else None  # bad files fail first
+    if out is not None:
+        check_output_file(out, "report file")
     if iters is not None and seconds is not None:
         raise typer.BadParameter("give --iters or --seconds, not both", param_hint="--seconds")
     flags = given_flags(
@@ -136,7 +140,8 @@ def bench_cmd(
         flags.append("bench.seconds=null")  # --iters wins over a recipe's `seconds`
     size = parse_size(input_size)
     if size is not None:
-        flags += [f"data.height={size[0]}", f"data.width={size[1]}"]
+        flags += [FlagOverride(f"data.{side}={value}", f"--input {input_size}")
+                  for side, value in zip(("height", "width"), size, strict=True)]  # fmt: skip
 
     def measure() -> dict:
         return api.bench(
@@ -153,8 +158,7 @@ def bench_cmd(
     render_report(report)
     document = json.dumps(report, indent=2) + "\n"
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(document)
+        write_text_atomic(out, document)
         print(f"wrote {out}", file=sys.stderr)
     if as_json:
         doc = {**report, "comparison": comparison} if comparison else report

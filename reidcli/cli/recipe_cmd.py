@@ -22,11 +22,15 @@ def given_flags(keys: dict[str, str], flags: dict) -> list[str]:
         keys: flag name -> the dotted recipe key it sets.
         flags: flag name -> value (None: not given; enums give their value).
     """
+    from reidcli.recipe.loading import FlagOverride
+
     out = []
     for name, key in keys.items():
         value = flags.get(name)
         if value is not None:
-            out.append(f"{key}={json.dumps(getattr(value, 'value', value))}")
+            raw = getattr(value, "value", value)
+            flag = "--" + name.rstrip("_").replace("_", "-")
+            out.append(FlagOverride(f"{key}={json.dumps(raw)}", f"{flag} {raw}"))
     return out
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.utils.data
 from torchvision.io import ImageReadMode, decode_image
 
+from reidcli.data.images import header_size, pixel_limit_error
 from reidcli.errors import DatasetError
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which is not a dependency;
@@ -24,13 +25,36 @@ warnings.filterwarnings(
 def load_image(path: str) -> torch.Tensor:
     """Decode an image file to a (3, H, W) uint8 RGB tensor.
 
+    A PNG or JPEG larger than `MAX_PIXELS` is refused from its header, before decoding.
+
     Raises:
-        DatasetError: the file cannot be read or decoded; the message names the path.
+        DatasetError: the file cannot be read or decoded, or is too large; the message names
+            the path.
     """
     try:
-        return decode_image(path, mode=ImageReadMode.RGB)
+        with open(path, "rb") as handle:
+            data = bytearray(handle.read())
+        size = header_size(data) or _other_format_size(data)
+        too_large = pixel_limit_error(path, *size) if size is not None else None
+        if too_large:
+            raise DatasetError(f"cannot read image {path}: {too_large}")
+        return decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as err:
-        raise DatasetError(f"cannot read image {path}: {err}") from err
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise DatasetError(f"cannot read image {path}: {reason}") from err
+
+
+def _other_format_size(data: bytearray) -> tuple[int, int] | None:
+    """Width and height of a format other than JPEG and PNG (WebP, ...), read by PIL."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None  # the decoder says what is wrong with it
 
 
 class ImageDataset(torch.utils.data.Dataset):

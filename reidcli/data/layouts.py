@@ -20,6 +20,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 FOLDER_SPLITS = {"train": "train", "query": "query", "gallery": "gallery"}
 SHOWN = 5  # offending file names quoted in an error message
+INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -102,14 +103,17 @@ def scan_folder(folder: Path, split: str, cameras: int | None, scan: Scan) -> No
                 bad_names.append(entry.name)
                 continue
             pid, cam = int(match.group(1)), int(match.group(2))
-            if cam < 1 or (cameras is not None and cam > cameras):
+            if cam < 1 or (cameras is not None and cam > cameras) or cam > INT64_MAX:
                 bad_cams.append(entry.name)
+                continue
+            if id_problem(pid, cam):
+                bad_names.append(entry.name)
                 continue
             found.append((os.path.abspath(entry.path), pid, cam, split))
     if bad_names:
         raise DatasetError(
-            f"{len(bad_names)} image names in {folder} do not match PID_cCAM_... "
-            f"(e.g. 0002_c1s1_000451_03.jpg): {_quote(sorted(bad_names))}"
+            f"{len(bad_names)} image names in {folder} do not match PID_cCAM_... with a pid of "
+            f"-1 or more (e.g. 0002_c1s1_000451_03.jpg): {_quote(sorted(bad_names))}"
         )
     if bad_cams:
         allowed = f"1..{cameras}" if cameras else ">= 1"
@@ -183,17 +187,24 @@ def _read_msmt_list(list_path: Path, image_dir: Path, split: str, scan: Scan) ->
     if not list_path.is_file():
         raise DatasetError(f"missing list file {list_path} (the {split} split)")
     missing, found = [], []
-    for number, line in enumerate(list_path.read_text().splitlines(), 1):
+    try:
+        lines = list_path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DatasetError(f"{list_path}: not UTF-8 text") from None
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         parts = line.split()
         fields = Path(parts[0]).name.split("_")
-        if len(parts) != 2 or len(fields) < 3 or not (parts[1] + fields[2]).lstrip("-").isdigit():
+        if len(parts) != 2 or len(fields) < 3 or not (parts[1] + fields[2]).lstrip("-").isdecimal():
             expected = "'DIR/PID_N_CAM_....jpg PID'"
             raise DatasetError(f"{list_path}:{number}: expected {expected}, got {line!r}")
         cam = int(fields[2])
         if not 1 <= cam <= 15:
             raise DatasetError(f"{list_path}:{number}: camera {cam} outside 1..15 in {parts[0]}")
+        problem = id_problem(int(parts[1]), cam)
+        if problem:
+            raise DatasetError(f"{list_path}:{number}: {problem}")
         path = image_dir / parts[0]
         if not path.is_file():
             missing.append(str(path))
@@ -236,38 +247,69 @@ def parse_folder(root: Path) -> Scan:
 
 
 def parse_csv(csv_path: Path) -> Scan:
-    """A CSV with columns `path,pid,camid,split`; relative paths are relative to the CSV."""
+    """A CSV with columns `path,pid,camid,split`; relative paths are relative to the CSV.
+
+    The file is UTF-8 text (a byte-order mark is allowed).
+    """
     scan = Scan(root=csv_path.parent.absolute())
     missing = []
-    with csv_path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or set(reader.fieldnames) != {"path", "pid", "camid", "split"}:
-            raise DatasetError(
-                f"{csv_path}: expected the header path,pid,camid,split, got {reader.fieldnames}"
-            )
-        for number, row in enumerate(reader, 2):
-            try:
-                pid, cam = int(row["pid"]), int(row["camid"])
-            except (TypeError, ValueError):
-                raise DatasetError(f"{csv_path}:{number}: pid and camid must be integers") from None
-            if row["split"] not in FOLDER_SPLITS:
-                raise DatasetError(
-                    f"{csv_path}:{number}: split must be train, query or gallery, "
-                    f"got {row['split']!r}"
-                )
-            if cam < 1:
-                raise DatasetError(f"{csv_path}:{number}: camera {cam} must be >= 1")
-            path = Path(row["path"])
-            path = path if path.is_absolute() else scan.root / path
-            if not path.is_file():
-                missing.append(str(path))
-            scan.records.append((str(path.absolute()), pid, cam, row["split"]))
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            for number, row in _csv_rows(csv_path, handle):
+                pid, cam = _csv_ids(csv_path, number, row)
+                path = Path(row["path"])
+                path = path if path.is_absolute() else scan.root / path
+                if not path.is_file():
+                    missing.append(str(path))
+                scan.records.append((str(path.absolute()), pid, cam, row["split"]))
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{csv_path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+            f"{err.start} of a block); save the CSV as UTF-8"
+        ) from None
+    except csv.Error as err:
+        raise DatasetError(f"{csv_path}: not a readable CSV ({err})") from None
     if missing:
         raise _missing_error(csv_path, missing)
     for split in FOLDER_SPLITS:
         if not any(record[3] == split for record in scan.records):
             raise DatasetError(f"{csv_path}: the {split} split is empty")
     return scan
+
+
+def _csv_rows(csv_path: Path, handle):
+    reader = csv.DictReader(handle)
+    if reader.fieldnames is None or set(reader.fieldnames) != {"path", "pid", "camid", "split"}:
+        raise DatasetError(
+            f"{csv_path}: expected the header path,pid,camid,split, got {reader.fieldnames}"
+        )
+    yield from enumerate(reader, 2)
+
+
+def _csv_ids(csv_path: Path, number: int, row: dict) -> tuple[int, int]:
+    """The row's pid and camera, checked: integers, pid >= -1, camera >= 1, both int64."""
+    try:
+        pid, cam = int(row["pid"]), int(row["camid"])
+    except (TypeError, ValueError):
+        raise DatasetError(f"{csv_path}:{number}: pid and camid must be integers") from None
+    if row["split"] not in FOLDER_SPLITS:
+        raise DatasetError(
+            f"{csv_path}:{number}: split must be train, query or gallery, got {row['split']!r}"
+        )
+    problem = id_problem(pid, cam)
+    if problem:
+        raise DatasetError(f"{csv_path}:{number}: {problem}")
+    return pid, cam
+
+
+def id_problem(pid: int, cam: int) -> str | None:
+    """Why a (pid, camera) pair cannot be used: pid -1 is junk, 0 a distractor, others persons;
+    cameras count from 1; both must fit in 64 bits."""
+    if not -1 <= pid <= INT64_MAX:
+        return f"pid {pid} must be -1 (junk), 0 (distractor) or a person id up to {INT64_MAX}"
+    if not 1 <= cam <= INT64_MAX:
+        return f"camera {cam} must be >= 1 (and at most {INT64_MAX})"
+    return None
 
 
 def parse_synthetic(root: Path) -> Scan:

@@ -65,3 +65,18 @@ def build_eval_loader(frame: pd.DataFrame, cfg: Data) -> DataLoader:
         num_workers=cfg.workers,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def clean_errors(loader):
+    """Iterate a loader; a bad image in a worker process becomes one clean `DatasetError`.
+
+    torch re-raises a worker's exception with the worker's whole traceback as its message;
+    the message of a `DatasetError` is its last line.
+    """
+    try:
+        yield from loader
+    except DatasetError as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        message = lines[-1] if lines else str(err)
+        message = message.split("DatasetError: ", 1)[-1]
+        raise DatasetError(message) from None

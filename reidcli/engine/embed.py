@@ -8,6 +8,7 @@ a deployed file are comparable with those `reid eval` computes from its checkpoi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -27,12 +28,15 @@ from reidcli.export.runners import (
     load_checkpoint_runner,
     load_exported_runner,
 )
+from reidcli.outputs import atomic_path, check_output_file
+from reidcli.recipe.data import MAX_SIDE
 from reidcli.reporting import Reporter
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 EXPORT_BATCH = 32
+MAX_BATCH, MAX_WORKERS = 4096, 256  # as the recipe's eval_batch_size and workers
 SHOWN = 10
 
 
@@ -55,17 +59,17 @@ def embed_images(
     """See `reidcli.api.embed`."""
     if bool(inputs) == (dataset is not None):
         raise RecipeError("give images/folders/lists to embed, or --dataset DATA_DIR, not both")
-    if batch_size is not None and batch_size < 1:
-        raise RecipeError(f"--batch must be >= 1, got {batch_size}")
-    if workers is not None and workers < 0:
-        raise RecipeError(f"--workers must be >= 0, got {workers}")
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
+        raise RecipeError(f"--batch must be in 1..{MAX_BATCH}, got {batch_size}")
+    if workers is not None and not 0 <= workers <= MAX_WORKERS:
+        raise RecipeError(f"--workers must be in 0..{MAX_WORKERS}, got {workers}")
     check_device(device)
+    out = check_output_file(out if out is not None else "features.npz", "features file")
     reporter = reporter or Reporter()
     runner, defaults = load_runner(model, device, _override(size, mean, std), recipe)
     batch_size = _batch_size(runner, batch_size, defaults[0])
     workers = defaults[1] if workers is None else workers
     stated = {} if defaults[2] is None else {"distance": np.asarray(defaults[2])}
-    out = Path(out) if out is not None else Path("features.npz")
     started = time.perf_counter()
     if dataset is not None:
         result = _embed_dataset(runner, Path(dataset), out, batch_size, workers, reporter)
@@ -121,13 +125,16 @@ def _override(size, mean, std) -> InputContract | None:
     missing = [name for name, value in given.items() if value is None]
     if missing:
         raise RecipeError(f"--size, --mean and --std go together; missing {', '.join(missing)}")
-    if len(size) != 2 or min(size) < 1:
-        raise RecipeError(f"--size must be HEIGHTxWIDTH with positive sides, got {size}")
+    if len(size) != 2 or not 1 <= min(size) <= max(size) <= MAX_SIDE:
+        raise RecipeError(f"--size must be HEIGHTxWIDTH with sides in 1..{MAX_SIDE}, got {size}")
     for name, values in (("--mean", mean), ("--std", std)):
         if len(values) != 3:
             raise RecipeError(f"{name} needs three values (R,G,B), got {len(values)}")
+        if not all(math.isfinite(v) for v in values):
+            raise RecipeError(f"{name} values must be finite numbers, got {list(values)}")
     if min(std) <= 0:
         raise RecipeError(f"--std values must be > 0, got {list(std)}")
+
     return InputContract(tuple(size), tuple(mean), tuple(std))
 
 
@@ -245,7 +252,9 @@ def run_images(
     finally:
         reporter.finish(f"embedded {len(kept)} of {len(paths)} images")
     if not chunks:
-        raise DatasetError(f"none of the {len(paths)} images could be read")
+        reasons = "; ".join(item["error"] for item in skipped[:SHOWN])
+        more = f" (and {len(skipped) - SHOWN} more)" if len(skipped) > SHOWN else ""
+        raise DatasetError(f"none of the {len(paths)} images could be read: {reasons}{more}")
     return np.concatenate(chunks).astype(np.float32, copy=False), kept, skipped
 
 
@@ -291,13 +300,8 @@ def _embed_dataset(runner, root: Path, out: Path, batch_size, workers, reporter)
 
 def _save(out: Path, write) -> None:
     """Call `write(tmp)` for a temporary file beside `out`, then rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         write(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _savez(path: Path, **arrays) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from reidcli.errors import FeaturesError, RecipeError
+from reidcli.outputs import check_output_file
 from reidcli.reporting import Reporter
 
 SPLITS = ("test", "val")
@@ -45,6 +46,8 @@ def evaluate_target(request: EvalRequest, reporter: Reporter) -> dict:
 
     if request.split not in SPLITS:
         raise RecipeError(f"split must be test or val, got {request.split!r}")
+    if request.save_features is not None:  # before the embedding, which can take hours
+        check_output_file(request.save_features, "features file")
     checkpoint = trained = None
     if request.features is not None:
         if request.target is not None:

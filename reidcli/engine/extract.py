@@ -5,6 +5,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reidcli.data.loaders import clean_errors
 from reidcli.engine.runtime import Runtime
 
 
@@ -35,7 +36,7 @@ def extract_features(
     model.eval()
     chunks = []
     try:
-        for batch in loader:
+        for batch in clean_errors(loader):
             images = batch["image"]
             with runtime.autocast():
                 out = model.embed(runtime.to_device(images), flip=flip, normalize=normalize)

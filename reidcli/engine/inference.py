@@ -1,6 +1,5 @@
 """Trained models for evaluation: find the checkpoint, rebuild the model, embed a split."""
 
-import json
 import logging
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import torch
 from torch import nn
 
 from reidcli.data.manifest import load_manifest
-from reidcli.engine.checkpoint import load_checkpoint
+from reidcli.engine.checkpoint import load_checkpoint, saved_recipe
 from reidcli.engine.runtime import Runtime
 from reidcli.engine.validate import embed_frame
 from reidcli.errors import CheckpointError, DatasetError, ReidError
@@ -74,7 +73,7 @@ def load_trained_model(
             raise CheckpointError(
                 f"{err}; for weights trained elsewhere pass the recipe with --recipe"
             ) from None
-        recipe = validate_recipe(json.loads(saved["recipe"]), source=f"{checkpoint} (recipe)")
+        recipe = validate_recipe(saved_recipe(saved, checkpoint), source=f"{checkpoint} (recipe)")
         state, num_classes = saved["model"], saved["num_classes"]
     bare = recipe.model.model_copy(update={"pretrained": "none"})
     model = build_model(bare, num_classes)

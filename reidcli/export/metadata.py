@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from reidcli.errors import ExportError
+from reidcli.outputs import write_text_atomic
 
 METADATA_VERSION = 1
 METADATA_KEY = "reid_metadata"
@@ -152,23 +151,7 @@ def write_onnx_metadata(path: Path, meta: dict) -> None:
 
 def write_sidecar(path: Path, meta: dict) -> Path:
     """Write `PATH.metadata.json` atomically; returns its path."""
-    target = sidecar_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(meta, indent=2) + "\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_text_atomic(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
 
 
 def read_sidecar(path: str | Path) -> dict | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from reidcli.export.metadata import (
     InputContract,
     build_metadata,
     file_sha256,
+    sidecar_path,
     write_onnx_metadata,
     write_sidecar,
 )
@@ -37,6 +37,7 @@ from reidcli.export.writers import (
     save_torchscript,
     trace_torchscript,
 )
+from reidcli.outputs import atomic_path, check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,13 @@ def export_model(
         sources=sources,
         inputs_from=inputs_from,
     )
-    exports = []
-    for fmt in formats:
-        path = Path(out) if out is not None else checkpoint.with_suffix(SUFFIXES[fmt])
+    paths = [Path(out) if out is not None else checkpoint.with_suffix(SUFFIXES[f]) for f in formats]
+    for path in paths:  # every output is checked before any is written
         if path.resolve() == checkpoint.resolve():
             raise RecipeError(f"--out {path} is the checkpoint being exported; choose another file")
-        exports.append(_export_one(fmt, path, job))
+        check_output_file(path, "exported model")
+        check_output_file(sidecar_path(path), "metadata sidecar")
+    exports = [_export_one(fmt, path, job) for fmt, path in zip(formats, paths, strict=True)]
     return {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": job.sha256,
@@ -156,10 +158,25 @@ def _check_options(formats, out, static_batch, atol, min_cos, opset, exporter) -
         raise RecipeError(f"--atol must be > 0, got {atol}")
     if min_cos is not None and not 0 < min_cos <= 1:
         raise RecipeError(f"--min-cos must be in (0, 1], got {min_cos}")
-    if opset is not None and opset < 11:
-        raise RecipeError(f"--opset must be >= 11, got {opset}")
+    if opset is not None and not 11 <= opset <= max_opset():
+        raise RecipeError(
+            f"--opset must be in 11..{max_opset()} (what torch.onnx writes), got {opset}"
+        )
     if exporter not in EXPORTERS:
         raise RecipeError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+
+
+def max_opset() -> int:
+    """The newest ONNX opset torch.onnx writes (and the installed onnx knows)."""
+    from torch.onnx import _constants
+
+    newest = getattr(_constants, "ONNX_MAX_OPSET", 18)
+    try:
+        import onnx
+
+        return min(newest, onnx.defs.onnx_opset_version())
+    except ImportError:
+        return newest
 
 
 def sample_images(recipe, size: tuple[int, int], count: int):
@@ -216,9 +233,7 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> dict:
         fp16=job.fp16,
     )
     example = inputs[: contract.static_batch or TRACE_BATCH].clone()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "onnx":
             dynamic = contract.static_batch is None
             done = export_onnx(
@@ -251,10 +266,7 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> dict:
             write_onnx_metadata(tmp, meta)
         else:
             save_torchscript(module, tmp, meta)
-        os.replace(tmp, path)
-        sidecar = write_sidecar(path, meta)
-    finally:
-        tmp.unlink(missing_ok=True)
+    sidecar = write_sidecar(path, meta)
     return {
         "format": fmt,
         "path": str(path),

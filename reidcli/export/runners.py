@@ -158,12 +158,24 @@ def open_onnx(path: Path, device: str = "cpu", threads: int | None = None):
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types
         raise CheckpointError(f"{path}: onnxruntime cannot load it ({err})") from None
-    name = session.get_inputs()[0].name
+    first = session.get_inputs()[0]
+    name, expected = first.name, first.shape  # e.g. ['batch', 3, 384, 128]
     props = session.get_modelmeta().custom_metadata_map
     meta = json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
 
     def run(batch: torch.Tensor) -> np.ndarray:
-        return session.run(None, {name: batch.numpy()})[0].astype(np.float32, copy=False)
+        fixed = [(i, d) for i, d in enumerate(expected) if isinstance(d, int) and d > 0]
+        wrong = [i for i, d in fixed if i < batch.ndim and batch.shape[i] != d]
+        if batch.ndim != len(expected) or wrong:
+            raise CheckpointError(
+                f"{path} takes inputs of shape {expected}, got {list(batch.shape)}: "
+                "give the file's own --size (and --batch for a fixed batch)"
+            )
+        try:
+            out = session.run(None, {name: batch.numpy()})[0]
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"{path}: onnxruntime failed on a batch ({err})") from None
+        return out.astype(np.float32, copy=False)
 
     return run, meta
 

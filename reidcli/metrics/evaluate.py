@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from reidcli.errors import UsageError
 from reidcli.metrics.cuhk03 import single_shot_cmc
 from reidcli.metrics.distance import iter_distance_chunks
-from reidcli.metrics.features import Features, Labels
+from reidcli.metrics.features import Features, Labels, check_scorable
 from reidcli.metrics.rank import MAX_RANK, GalleryIndex, QueryScores, score_block, summarize
 from reidcli.metrics.rank import top_k as ranked_top_k
 from reidcli.recipe.run import Eval
@@ -107,7 +108,12 @@ def run_evaluation(
 
     Returns:
         The `Evaluation`; see `evaluate_features` for its metrics.
+
+    Raises:
+        FeaturesError: no query can be scored (see `check_scorable`).
+        UsageError: re-ranking asks for more neighbours than the query and gallery hold.
     """
+    check_scorable(features)
     query, gallery = features.query, features.gallery
     qf, gf = features.query_features, features.gallery_features
     ranks, num_g = cfg.ranks, len(gallery)
@@ -121,6 +127,8 @@ def run_evaluation(
         return np.random.default_rng(seed) if cfg.protocol == "cuhk03" else None
 
     rr = cfg.rerank
+    if rr.enabled:
+        _check_rerank(rr, len(query) + num_g)
     blocks = iter_distance_chunks(qf, gf, cfg.distance)
     scores, top, curves = _score_stream(
         blocks, query, gallery, 0 if rr.enabled else top_k, new_rng()
@@ -139,6 +147,17 @@ def run_evaluation(
         metrics["reranked"] = _summary(scores, curves, num_g, ranks, query.camids)
         metrics["reranked"]["params"] = rr.model_dump(by_alias=True, exclude={"enabled"})
     return Evaluation(metrics, scores, top)
+
+
+def _check_rerank(rr, items: int) -> None:
+    """k-reciprocal re-ranking looks at each item's k1 + 1 nearest of all query and gallery
+    items, and averages over k2 of them."""
+    if max(rr.k1 + 1, rr.k2) > items:
+        raise UsageError(
+            f"re-ranking with k1={rr.k1}, k2={rr.k2} needs at least {max(rr.k1 + 1, rr.k2)} query "
+            f"and gallery items; these features have {items}: lower k1 to at most {items - 1} "
+            f"and k2 to at most {items} (eval.rerank.k1, eval.rerank.k2)"
+        )
 
 
 def evaluate_features(features: Features, cfg: Eval | None = None, *, seed: int = 0) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reidcli.errors import FeaturesError
+from reidcli.outputs import atomic_path
 
 REQUIRED_KEYS = (
     "query_features",
@@ -135,6 +136,52 @@ def check_rows(arrays: dict[str, np.ndarray], prefix: str, source: str) -> None:
         )
 
 
+def valid_queries(query: Labels, gallery: Labels) -> np.ndarray:
+    """(Q,) bool: the queries that have a true match under the Market-1501 protocol, a gallery
+    item of the same pid seen by another camera."""
+
+    def gallery_counts(g_keys: np.ndarray, q_keys: np.ndarray) -> np.ndarray:
+        # number of gallery items sharing each query's key (keys: rows of ints)
+        _, inverse = np.unique(np.concatenate([g_keys, q_keys]), axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        counts = np.bincount(inverse[: len(g_keys)], minlength=int(inverse.max()) + 1)
+        return counts[inverse[len(g_keys) :]]
+
+    if not len(query) or not len(gallery):
+        return np.zeros(len(query), dtype=bool)
+    same_pid = gallery_counts(gallery.pids[:, None], query.pids[:, None])
+    g_pairs = np.stack([gallery.pids, gallery.camids], 1)
+    same_pid_cam = gallery_counts(g_pairs, np.stack([query.pids, query.camids], 1))
+    return same_pid - same_pid_cam > 0
+
+
+def check_scorable(features: Features, source: str = "features") -> None:
+    """Refuse query and gallery labels under which no query can be scored.
+
+    Raises:
+        FeaturesError: naming why no query has a true match from another camera (every query
+            or gallery pid unknown, one camera only, no shared identity).
+    """
+    if valid_queries(features.query, features.gallery).any():
+        return
+    q, g = features.query, features.gallery
+    cams = np.union1d(q.camids, g.camids)
+    if (q.pids == -1).all():
+        why = "every query pid is -1 (unknown identity)"
+    elif (g.pids == -1).all():
+        why = "every gallery pid is -1 (unknown identity)"
+    elif len(cams) == 1:
+        why = f"every item is from camera {int(cams[0])}, and same-camera matches do not count"
+    elif not np.intersect1d(q.pids, g.pids).size:
+        why = "the query and gallery share no identity"
+    else:
+        why = "no query identity appears in the gallery under another camera"
+    raise FeaturesError(
+        f"{source}: no query can be scored: {why} (Market-1501 protocol: a query needs a "
+        "gallery item of its identity from another camera)"
+    )
+
+
 def _as_int64(values: np.ndarray, key: str, source: str) -> np.ndarray:
     """Any integer dtype as int64; anything else (floats, strings, bool) is refused."""
     if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer):
@@ -198,7 +245,16 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FeaturesError(f"features file not found: {path}")
+        what = "is a folder" if path.is_dir() else "not found"
+        raise FeaturesError(f"features file {what}: {path}")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as err:
+        raise FeaturesError(f"{path}: cannot read the features file ({err.strerror})") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive (or empty one)
+        kind = "empty" if not magic else "not an .npz file (a zip archive of numpy arrays)"
+        raise FeaturesError(f"{path}: {kind}; features files are written by reid embed / reid eval")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
@@ -274,8 +330,7 @@ def save_features(
         gallery_camids, query_paths, gallery_paths, source=str(path),
     )  # fmt: skip
     stored = {k: getattr(feats, k) for k in (*REQUIRED_KEYS, *PATH_KEYS)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as fh:
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:  # a handle: savez would add .npz
         np.savez(fh, **{k: v for k, v in stored.items() if v is not None})
     return path
 
