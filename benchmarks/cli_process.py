@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic_features import loadavg, write_features
 
-from reidcli.bench.system import cpu_name
+from reidcli.verbs.bench.system import cpu_name
 
 HERE = Path(__file__).resolve().parent
 # Whole-process figures recorded on idle machines of the kinds named (not reproducible here):

@@ -94,7 +94,7 @@ def million(args) -> None:
     for kind in args.kinds.split(","):
         out = work / f"{kind}.idx"
         began = time.perf_counter()
-        built = api.index_build(gallery_file, out, kind=kind, overwrite=True)
+        built = api.index_build(gallery_file, out, kind=kind, overwrite=True).to_json()
         build_s = time.perf_counter() - began
         gc.collect()
         before = rss_mb()
@@ -194,17 +194,19 @@ def msmt(args) -> None:
                  query_pids=q.pids, gallery_pids=g.pids, query_camids=q.camids,
                  gallery_camids=g.camids, query_paths=query_paths,
                  gallery_paths=gallery_paths)  # fmt: skip
-    exact = api.evaluate(features=features)
+    exact = api.evaluate(features=features).to_json()
     print(json.dumps({"exact": {k: exact[k] for k in ("rank1", "mAP")}, **machine()}))
     for kind in args.kinds.split(","):
         out = work / f"{kind}.idx"
         began = time.perf_counter()
         extra = {"pq_m": args.pq_m} if kind == "ivfpq" and args.pq_m else {}
-        built = api.index_build(features, out, kind=kind, overwrite=True, **extra)
+        built = api.index_build(features, out, kind=kind, overwrite=True, **extra).to_json()
         build_s = time.perf_counter() - began
         began = time.perf_counter()
         nprobe = args.nprobe if kind == "ivfpq" else None
-        result = api.evaluate(features=features, index=out, index_topk=args.topk, nprobe=nprobe)
+        result = api.evaluate(
+            features=features, index=out, index_topk=args.topk, nprobe=nprobe
+        ).to_json()
         print(json.dumps({
             "kind": kind, "params": built["params"], "search": result["index"]["search"],
             "build_s": round(build_s, 1), "eval_s": round(time.perf_counter() - began, 1),

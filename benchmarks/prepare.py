@@ -15,6 +15,7 @@ from pathlib import Path
 from reidcli.data.layouts import parse_market_folders
 from reidcli.data.prepare import prepare
 from reidcli.data.synthetic import SyntheticSpec, generate_synthetic
+from reidcli.recipe.options import PrepareOptions
 
 # 1,501 identities of 20 images with Market-1501's shares of junk and distractors: the same
 # order of files as the 36,036 of the original release.
@@ -48,7 +49,8 @@ def main() -> None:
     ]
     for label, options in runs:
         out = args.dir / "out"
-        timed(label, lambda o=options, d=out: prepare("market1501", images, d, **o))
+        options = PrepareOptions(root=str(images), out=str(out), overwrite=True, **options)
+        timed(label, lambda o=options: prepare("market1501", o))
     print(f"load average after: {Path('/proc/loadavg').read_text().strip()}")
     if not args.keep:
         shutil.rmtree(args.dir)

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/train_profile.py [RECIPE] [--channels-last] [--amp bf16]
        [--compile] [--device cpu|cuda] [--steps 2] [--top 15]
 
-The step is the one `reid bench --mode train` times (`reidcli.bench.measure`): the recipe's
+The step is the one `reid bench --mode train` times (`reidcli.verbs.bench.measure`): the recipe's
 model, loss and optimiser on a P×K batch of random images at the recipe's input size, forward,
 backward and update. One warm-up step (with `--compile`, torch.compile's inductor compiles
 during it: its time is printed), then `--steps` timed steps and `--steps` profiled ones; prints
@@ -20,8 +20,8 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from reidcli.bench.measure import Setting, _train_step
 from reidcli.recipe import load_recipe
+from reidcli.verbs.bench.measure import Setting, _train_step
 
 # Operator name fragments -> the group they count in (first match wins).
 GROUPS = (

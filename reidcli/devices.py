@@ -1,8 +1,12 @@
 """Device names, checked in one place (no torch: the CLI validates before importing it)."""
 
+import typing
+from typing import Literal
+
 from reidcli.errors import DeviceError
 
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = typing.get_args(Device)
 
 
 def check_device(name: str) -> str:

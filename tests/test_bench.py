@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from reidcli import api
-from reidcli.bench import measure
-from reidcli.bench.compare import best_of, compare_reports
 from reidcli.errors import BenchError, RecipeError
 from reidcli.recipe import load_recipe, validate_recipe
+from reidcli.verbs.bench import measure
+from reidcli.verbs.bench.compare import best_of, compare_reports
 from tests.test_export import run_cli
 
 # A tiny model and input: the speed numbers are meaningless, the structure is not.
@@ -61,14 +61,14 @@ def check_report(report: dict) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_report() -> dict:
-    return api.bench(overrides={**TINY, "bench.batch": [1, 2], "bench.amp": True})
+    return api.bench(overrides={**TINY, "bench.batch": [1, 2], "bench.amp": True}).to_json()
 
 
 def test_lmbn_n_size_matches_spec_and_amp_rows_appear():
     report = api.bench(
         model="lmbn_n", overrides={"bench.batch": [1], "bench.iters": 1, "bench.warmup": 0,
                                    "bench.amp": True},
-    )  # fmt: skip
+    ).to_json()  # fmt: skip
     check_report(report)
     # SPEC §4: 9,152,280 with 751-class heads, 6,460,696 without; 2.43 GMac a 384x128 pass
     assert report["params"] == 9_152_280
@@ -120,7 +120,7 @@ def test_side_by_side_layouts_cudnn_backends_and_train(monkeypatch):
                    "bench.cudnn_benchmark": True, "bench.mode": "both",
                    "bench.backend": ["torch", "torchscript", "onnxruntime"],
                    "data.p": 2, "data.k": 2, "train.grad_accum": 2},
-    )  # fmt: skip
+    ).to_json()  # fmt: skip
     check_report(report)
     rows = report["results"]
     timed = {(r["mode"], r["backend"], r["channels_last"]) for r in rows if r["error"] is None}
@@ -157,7 +157,7 @@ def test_compile_wraps_the_timed_module_in_both_modes(monkeypatch):
     monkeypatch.setattr(torch, "compile", eager)
     report = api.bench(overrides={**TINY, "bench.batch": [1], "bench.warmup": 1, "bench.iters": 1,
                                   "bench.compile": True, "bench.mode": "both", "data.p": 2,
-                                  "data.k": 2})  # fmt: skip
+                                  "data.k": 2}).to_json()  # fmt: skip
     assert compiled == ["EmbeddingGraph", "BackboneBNNeck"]  # what eval scores; the train model
     assert [(r["mode"], r["compile"], r["error"]) for r in report["results"]] == [
         ("eval", True, None),
@@ -174,7 +174,7 @@ def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch):
         return real(recipe, setting, device, cache)
 
     monkeypatch.setattr(measure, "_eval_step", flaky)
-    report = api.bench(overrides={**TINY, "bench.batch": [1, 2, 3]})
+    report = api.bench(overrides={**TINY, "bench.batch": [1, 2, 3]}).to_json()
     by_batch = {r["batch"]: r for r in report["results"]}
     assert by_batch[2]["error"] == "RuntimeError: out of memory: tried to allocate 12 GiB"
     assert by_batch[2]["images_per_s"] is None
@@ -184,16 +184,26 @@ def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch):
 def test_seconds_and_threads():
     before = torch.get_num_threads()
     report = api.bench(overrides={**TINY, "bench.batch": [1], "bench.seconds": 0.3,
-                                  "bench.threads": 1})  # fmt: skip
+                                  "bench.threads": 1}).to_json()  # fmt: skip
     assert report["env"]["threads"] == 1 and torch.get_num_threads() == before
     assert report["settings"]["iters"] is None and report["settings"]["seconds"] == 0.3
     assert report["results"][0]["iterations"] >= 1
 
 
+class Resolved(Exception):
+    """Raised by a stand-in measurement with the recipe it was given."""
+
+
 def test_quick_preset_and_flags_that_win(monkeypatch):
     seen = {}
-    monkeypatch.setattr(measure, "run_bench", lambda recipe, reporter: seen.setdefault("r", recipe))
-    api.bench(quick=True, model="osnet_x0_25", overrides={"bench.iters": 4})
+
+    def resolved(recipe, reporter):
+        seen["r"] = recipe
+        raise Resolved
+
+    monkeypatch.setattr(measure, "run_bench", resolved)
+    with pytest.raises(Resolved):
+        api.bench(quick=True, model="osnet_x0_25", overrides={"bench.iters": 4})
     bench = seen["r"].bench
     assert bench.batch == (1, 2) and bench.warmup == 1 and bench.iters == 4
     assert seen["r"].model.name == "osnet_x0_25"
@@ -392,6 +402,6 @@ def test_cli_usage_errors_exit_2(capsys, args, message):
 def test_compare_bench_api_reads_files(tiny_report, tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(tiny_report))
-    assert api.compare_bench(path, path)["passed"]
+    assert api.compare_bench(path, path).passed
     with pytest.raises(BenchError, match="tolerance"):
         api.compare_bench(tiny_report, tiny_report, tolerance=0)

@@ -131,7 +131,7 @@ def test_evaluate_features_cuhk03_uses_the_same_curves(block_rows, monkeypatch):
     qf = centres[query.pids] + 0.9 * rng.normal(size=(25, 8))
     gf = centres[gallery.pids] + 0.9 * rng.normal(size=(len(gallery), 8))
     feats = as_features(qf, gf, query.pids, gallery.pids, query.camids, gallery.camids)
-    m = evaluate_features(feats, Eval(protocol="cuhk03", distance="euclidean"), seed=4)
+    m = evaluate_features(feats, Eval(protocol="cuhk03", distance="euclidean", seed=4))
     dist = compute_distance(feats.query_features, feats.gallery_features, "euclidean")
     curves = _brute_force(dist, query, gallery, np.random.default_rng(4), 50)
     valid = _has_match(query, gallery)

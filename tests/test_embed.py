@@ -47,7 +47,7 @@ def run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(run) -> dict:
     """The run exported with the defaults (ONNX, torch.onnx's dynamo exporter) and TorchScript."""
-    result = api.export(run, formats="onnx", out=run / "model.onnx")
+    result = api.export(run, formats="onnx", out=run / "model.onnx").to_json()
     api.export(run, formats="torchscript", out=run / "model.torchscript")
     return {"onnx": run / "model.onnx", "torchscript": run / "model.torchscript",
             "exporter": result["exports"][0]["exporter"]}  # fmt: skip
@@ -166,7 +166,7 @@ def test_search_embeds_image_queries_as_embed_does(run, exported, crops, tmp_pat
     code, _, stderr = embed(capsys, exported["onnx"], crops["single"], "--out", queries)
     with np.load(queries) as saved:  # an export does not record one
         assert "distance" not in saved.files
-    expected = api.search(tmp_path / "g.idx", queries, topk=2)["results"]
+    expected = api.search(tmp_path / "g.idx", queries, topk=2).to_json()["results"]
     assert [h["path"] for h in doc[0]["hits"]] == [h["path"] for h in expected[0]["hits"]]
     np.testing.assert_allclose([h["distance"] for h in doc[0]["hits"]],
                                [h["distance"] for h in expected[0]["hits"]], atol=1e-6)  # fmt: skip
@@ -198,13 +198,13 @@ def test_onnx_without_metadata_needs_the_contract(exported, crops, tmp_path, cap
     ("args", "message"),
     [
         (["--size", "12x"], "HEIGHTxWIDTH"),
-        (["--size", "0x64", "--mean", "0,0,0", "--std", "1,1,1"], "positive"),
+        (["--size", "0x64", "--mean", "0,0,0", "--std", "1,1,1"], "sides must be in 1"),
         (["--size", "128x64"], "go together"),
         (["--size", "128x64", "--mean", "0,0", "--std", "1,1,1"], "three numbers"),
         (["--size", "128x64", "--mean", "0,0,0", "--std", "1,0,1"], "> 0"),
         (["--device", "tpu"], "cuda"),
         (["--dataset", "somewhere"], "not both"),
-        (["--recipe", "x.yaml"], "--recipe applies to checkpoints"),
+        (["--recipe", "x.yaml"], "recipe applies to checkpoints"),
     ],
 )
 def test_usage_errors_exit_2(exported, crops, capsys, args, message):
@@ -227,7 +227,7 @@ def test_input_errors_exit_1(exported, crops, tmp_path, capsys):
     code, _, stderr = embed(capsys, exported["onnx"], empty)
     assert code == 1 and "no images" in stderr
     code, _, stderr = run_cli(capsys, "embed", str(exported["onnx"]))
-    assert code == 2 and "--dataset" in stderr
+    assert code == 2 and "dataset" in stderr
 
 
 def test_static_batch_file_pads_the_last_batch(run, exported, crops, tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from reidcli import api
-from reidcli.engine.inference import load_trained_model
+from reidcli.inference.checkpoints import load_trained_model
 from reidcli.metrics.evaluate import PUBLIC_KEYS
 from reidcli.metrics.features import load_features
 from reidcli.recipe import load_recipe
@@ -125,9 +125,9 @@ def test_cross_dataset_eval_keeps_one_result_per_dataset(run, tmp_path):
         "--images-per-id", "6", "--size", "64x32", "--seed", "7",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    home = api.evaluate(run, device="cpu")
+    home = api.evaluate(run, device="cpu").to_json()
     before = (run / "eval.json").read_bytes()
-    away = api.evaluate(run, overrides={"data.root": str(other)}, device="cpu")
+    away = api.evaluate(run, overrides={"data.root": str(other)}, device="cpu").to_json()
     assert away["eval_json"].endswith("eval_other_set.json") and away["data_root"] == str(other)
     assert (run / "eval.json").read_bytes() == before  # the in-domain result is kept
     from reidcli.data.manifest import load_manifest
@@ -151,8 +151,8 @@ def test_library_evaluation_writes_nothing_on_the_terminal(run, tmp_path, capfd)
 def test_recipe_protocol_changes_the_result(run, tmp_path):
     feats = tmp_path / "f.npz"
     api.evaluate(run, save_features=feats, device="cpu")
-    market = api.evaluate(features=feats)
-    cuhk = api.evaluate(features=feats, overrides={"eval.protocol": "cuhk03"})
+    market = api.evaluate(features=feats).detail
+    cuhk = api.evaluate(features=feats, overrides={"eval.protocol": "cuhk03"}).detail
     assert (market["protocol"], cuhk["protocol"]) == ("market", "cuhk03")
     # single-gallery-shot: one image per identity, so fewer distractors precede the match
     assert cuhk["rank1"] > market["rank1"]

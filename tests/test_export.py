@@ -14,8 +14,8 @@ from reidcli import api
 from reidcli.engine.checkpoint import save_checkpoint
 from reidcli.errors import ExportError, ParityError
 from reidcli.export.metadata import BOXMOT_NAMES, sidecar_path
-from reidcli.export.runners import load_exported_runner
 from reidcli.export.writers import export_onnx
+from reidcli.inference.runners import load_exported_runner
 from reidcli.models import build_model
 from reidcli.recipe import validate_recipe
 from reidcli.recipe.model import MODELS
@@ -73,7 +73,7 @@ def osnet(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", MODELS)
 def test_every_catalog_model_exports_with_parity(tmp_path, name):
     checkpoint = make_checkpoint(tmp_path, name)
-    result = api.export(tmp_path, formats=("onnx", "torchscript"), exporter="legacy")
+    result = api.export(tmp_path, formats=("onnx", "torchscript"), exporter="legacy").to_json()
     assert [item["format"] for item in result["exports"]] == ["onnx", "torchscript"]
     for item, suffix in zip(result["exports"], (".onnx", ".torchscript"), strict=True):
         path = Path(item["path"])
@@ -95,7 +95,7 @@ def test_every_catalog_model_exports_with_parity(tmp_path, name):
 
 
 def test_metadata_in_file_and_sidecar(osnet):
-    result = api.export(osnet, formats="onnx", exporter="legacy")
+    result = api.export(osnet, formats="onnx", exporter="legacy").to_json()
     path = Path(result["exports"][0]["path"])
     sidecar = json.loads(sidecar_path(path).read_text())
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
@@ -125,7 +125,7 @@ def test_metadata_in_file_and_sidecar(osnet):
 
 def test_torchscript_metadata_follows_the_recipe(tmp_path):
     make_checkpoint(tmp_path, "osnet_x0_25", eval={"flip": False, "normalize": "whole"})
-    result = api.export(tmp_path, formats="torchscript", opset=13)
+    result = api.export(tmp_path, formats="torchscript", opset=13).to_json()
     meta = json.loads(sidecar_path(result["exports"][0]["path"]).read_text())
     assert meta["flip"] is False and meta["normalize"] == "whole" and meta["l2_normalized"]
     assert meta["opset"] is None and meta["format"] == "torchscript"
@@ -140,14 +140,14 @@ def test_torchscript_metadata_follows_the_recipe(tmp_path):
 def test_include_preprocessing_takes_uint8(osnet, tmp_path):
     out = tmp_path / "pre.onnx"
     result = api.export(osnet, formats="onnx", out=out, include_preprocessing=True,
-                        exporter="legacy")  # fmt: skip
+                        exporter="legacy").to_json()  # fmt: skip
     assert result["exports"][0]["input_dtype"] == "uint8"
     model = onnx.load(str(out))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     runner = load_exported_runner(out, "cpu")
     assert runner.contract.in_graph
     pixels = torch.randint(0, 256, (2, 3, 64, 32), dtype=torch.uint8)
-    from reidcli.export.pipeline import normalise
+    from reidcli.verbs.export import normalise
 
     expected = reference_embedding(osnet, normalise(pixels, runner.contract.mean,
                                                     runner.contract.std))  # fmt: skip
@@ -157,7 +157,7 @@ def test_include_preprocessing_takes_uint8(osnet, tmp_path):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_fp16_uses_the_fp16_tolerances(osnet, tmp_path, fmt):
     out = tmp_path / f"half.{fmt}"
-    result = api.export(osnet, formats=fmt, out=out, fp16=True, exporter="legacy")
+    result = api.export(osnet, formats=fmt, out=out, fp16=True, exporter="legacy").to_json()
     item = result["exports"][0]
     assert item["precision"] == "fp16"
     assert item["parity"]["atol"] == 1e-2 and item["parity"]["min_cos"] == 0.999
@@ -168,7 +168,7 @@ def test_fp16_uses_the_fp16_tolerances(osnet, tmp_path, fmt):
 
 def test_static_batch(osnet, tmp_path):
     out = tmp_path / "static.onnx"
-    result = api.export(osnet, formats="onnx", out=out, static_batch=4, exporter="legacy")
+    result = api.export(osnet, formats="onnx", out=out, static_batch=4, exporter="legacy").to_json()
     item = result["exports"][0]
     assert item["batch"] == 4 and [b["batch"] for b in item["parity"]["batches"]] == [4]
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
@@ -180,7 +180,7 @@ def test_static_batch(osnet, tmp_path):
 
 
 def test_no_check_skips_parity(osnet, tmp_path):
-    result = api.export(osnet, formats="torchscript", out=tmp_path / "m.ts", check=False)
+    result = api.export(osnet, formats="torchscript", out=tmp_path / "m.ts", check=False).to_json()
     assert result["exports"][0]["parity"] is None
     assert json.loads(sidecar_path(tmp_path / "m.ts").read_text())["parity"] is None
 
@@ -275,7 +275,7 @@ def test_api_parity_error_carries_the_report(osnet, tmp_path):
     with pytest.raises(ParityError) as info:
         api.export(osnet, formats="torchscript", out=tmp_path / "m.ts", min_cos=1.0, atol=1e-30,
                    fp16=True)  # fmt: skip
-    assert not info.value.report["passed"]
+    assert not info.value.report.passed
     assert not (tmp_path / "m.ts").exists()
 
 
@@ -311,7 +311,7 @@ def test_cli_json_and_table(osnet, tmp_path, capsys):
     ("args", "code", "message"),
     [
         (["--format", "tflite"], 2, "tflite"),
-        (["--format", "onnx", "--format", "torchscript", "--out", "x.onnx"], 2, "one --format"),
+        (["--format", "onnx", "--format", "torchscript", "--out", "x.onnx"], 2, "one format"),
         (["--format", "torchscript", "--static-batch", "2"], 2, "--static-batch"),
         (["--format", "onnx", "--atol", "0"], 2, "--atol"),
         (["--format", "onnx", "--min-cos", "1.5"], 2, "--min-cos"),
@@ -379,3 +379,31 @@ def test_recipe_for_weights_without_one(osnet, tmp_path, capsys):
                                    "--recipe", str(recipe), "--json")  # fmt: skip
     assert code == 0, stderr
     assert json.loads(stdout)["exports"][0]["path"] == str(tmp_path / "model-best.torchscript")
+
+
+def test_export_leaves_the_output_of_other_threads_alone(osnet, tmp_path, capfd):
+    """The library never redirects the process's streams: a thread that prints meanwhile (a
+    server's log, a notebook) keeps every line."""
+    import threading
+    import time
+
+    stop, printed = threading.Event(), []
+
+    def chatter() -> None:
+        while not stop.is_set():
+            print(f"line {len(printed)}", flush=True)
+            printed.append(len(printed))
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    try:
+        api.export(osnet, formats="onnx", out=tmp_path / "m.onnx", exporter="legacy")
+    finally:
+        stop.set()
+        thread.join()
+    out, _ = capfd.readouterr()
+    assert [line for line in out.splitlines() if line.startswith("line ")] == [
+        f"line {i}" for i in printed
+    ]
+    assert len(printed) > 10  # the thread printed during the export

@@ -58,8 +58,9 @@ def brute_force_ranking(queries, gallery, metric, keep=None):
     return list(order)
 
 
-def row_numbers(result: dict) -> np.ndarray:
-    return np.array([[int(h["path"].split("/")[1]) for h in e["hits"]] for e in result["results"]])
+def row_numbers(result) -> np.ndarray:
+    doc = result if isinstance(result, dict) else result.to_json()
+    return np.array([[int(h["path"].split("/")[1]) for h in e["hits"]] for e in doc["results"]])
 
 
 def sha(path: Path) -> str:
@@ -89,9 +90,9 @@ def test_flat_search_is_the_brute_force_ranking(files, tmp_path, metric):
         gallery, _ = load_rows(path, "gallery")
     else:
         path = files["gallery"]
-    info = api.index_build(path, tmp_path / "flat.idx", metric=metric)
+    info = api.index_build(path, tmp_path / "flat.idx", metric=metric).to_json()
     assert info["kind"] == "flat" and info["recall"] is None and info["count"] == 1500
-    found = api.search(tmp_path / "flat.idx", files["queries"], topk=25)
+    found = api.search(tmp_path / "flat.idx", files["queries"], topk=25).to_json()
     expected = brute_force_ranking(queries.features, gallery.features, metric)
     np.testing.assert_array_equal(row_numbers(found), np.array(expected)[:, :25])
     # the distances are reid eval's: 1 - cos, or the squared euclidean distance
@@ -105,7 +106,7 @@ def test_flat_search_is_the_brute_force_ranking(files, tmp_path, metric):
 
     # the Market rule drops the query's identity from its own camera; K hits remain
     excluded = api.search(tmp_path / "flat.idx", files["queries"], topk=25,
-                          exclude_same_camera=True)  # fmt: skip
+                          exclude_same_camera=True).to_json()  # fmt: skip
     gp, gc = gallery.pids, gallery.camids
 
     def keep(i, row):
@@ -121,7 +122,7 @@ def test_unknown_identity_queries_drop_their_whole_camera(files, tmp_path):
     path = tmp_path / "cams_only.npz"
     np.savez(path, features=queries.features, paths=queries.paths.astype(str),
              camids=queries.camids)  # fmt: skip
-    result = api.search(tmp_path / "flat.idx", path, topk=30, exclude_same_camera=True)
+    result = api.search(tmp_path / "flat.idx", path, topk=30, exclude_same_camera=True).to_json()
     for entry, cam in zip(result["results"], queries.camids, strict=True):
         assert len(entry["hits"]) == 30 and all(h["camid"] != cam for h in entry["hits"])
     no_cams = tmp_path / "no_cams.npz"
@@ -135,7 +136,9 @@ def test_unknown_identity_queries_drop_their_whole_camera(files, tmp_path):
     [("hnsw", {"hnsw_m": 16, "ef_construction": 40}), ("ivfpq", {"nlist": 32, "pq_m": 8})],
 )
 def test_approximate_indexes_reach_their_stated_recall(files, tmp_path, kind, options):
-    info = api.index_build(files["gallery"], tmp_path / f"{kind}.idx", kind=kind, **options)
+    info = api.index_build(
+        files["gallery"], tmp_path / f"{kind}.idx", kind=kind, **options
+    ).to_json()
     stated = info["recall"]["recall_at_10"]
     assert info["recall"]["sample"] == 1000 and stated >= 0.9, info["recall"]
     # fresh queries (another draw of the same identities) against brute force
@@ -146,7 +149,7 @@ def test_approximate_indexes_reach_their_stated_recall(files, tmp_path, kind, op
     recall = np.mean([np.intersect1d(t, f).size / 10 for t, f in zip(truth, found, strict=True)])
     assert recall >= stated - 0.05, (recall, stated)
     # the recall and the parameters are stored with the index
-    assert api.index_info(tmp_path / f"{kind}.idx")["recall"] == info["recall"]
+    assert api.index_info(tmp_path / f"{kind}.idx").to_json()["recall"] == info["recall"]
     if kind == "ivfpq":
         # searching every list can only find more of the true neighbours
         wide = row_numbers(api.search(tmp_path / "ivfpq.idx", files["queries"], topk=10, nprobe=32))
@@ -159,22 +162,22 @@ def test_add_and_remove_round_trip(files, tmp_path, kind):
     index = tmp_path / f"{kind}.idx"
     options = {"nlist": 16, "pq_m": 8} if kind == "ivfpq" else {}
     api.index_build(files["gallery"], index, kind=kind, **options)
-    before = api.search(index, files["queries"], topk=10)
-    added = api.index_add(index, files["more"])
+    before = api.search(index, files["queries"], topk=10).to_json()
+    added = api.index_add(index, files["more"]).to_json()
     assert (added["added"], added["count"]) == (40, 1540) and added["first_id"] == 1500
     # every added crop is found as its own nearest neighbour
-    own = api.search(index, files["more"], topk=1)
+    own = api.search(index, files["more"], topk=1).to_json()
     assert [e["hits"][0]["path"] for e in own["results"]] == [e["path"] for e in own["results"]]
     listing = tmp_path / "erase.txt"
     listing.write_text("\n".join(e["path"] for e in own["results"]) + "\nnot/in/the/index\n")
     with pytest.raises(GalleryIndexError, match=r"1 of the 41 paths .* nothing removed"):
         api.index_remove(index, paths_file=listing)  # every listed path, or none
-    assert api.index_info(index)["count"] == 1540
+    assert api.index_info(index).count == 1540
     listing.write_text("\n".join(e["path"] for e in own["results"]) + "\n")
-    removed = api.index_remove(index, paths_file=listing)
+    removed = api.index_remove(index, paths_file=listing).to_json()
     assert removed == {"index": str(index), "removed": 40, "verified": True, "before": 1540,
                        "count": 1500}  # fmt: skip
-    after = api.search(index, files["queries"], topk=10)
+    after = api.search(index, files["queries"], topk=10).to_json()
     if kind == "hnsw":  # a rebuilt graph: the same neighbours, up to the approximation
         same = np.mean(row_numbers(after) == row_numbers(before))
         assert same >= 0.9
@@ -182,11 +185,11 @@ def test_add_and_remove_round_trip(files, tmp_path, kind):
         assert after["results"] == before["results"]
     # right to erasure: a person's crops leave the index, and no search returns them
     pid = int(load_rows(files["gallery"], "gallery")[0].pids[0])
-    gone = api.index_remove(index, pid=pid)
+    gone = api.index_remove(index, pid=pid).to_json()
     assert gone["removed"] == 25 and gone["count"] == 1475
     gallery = open_gallery(index)
     assert pid not in gallery.label_table()[0]
-    hits = api.search(index, files["queries"], topk=50)
+    hits = api.search(index, files["queries"], topk=50).to_json()
     assert all(h["pid"] != pid for e in hits["results"] for h in e["hits"])
     with pytest.raises(GalleryIndexError, match=f"no row of person {pid}"):
         api.index_remove(index, pid=pid)
@@ -208,7 +211,7 @@ def test_interrupted_writes_leave_the_index_intact(files, tmp_path, monkeypatch)
     left = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")
     assert sha(index) == digest and left == ["flat.idx"]
     monkeypatch.undo()
-    assert api.index_info(index)["count"] == 1500
+    assert api.index_info(index).count == 1500
 
 
 def test_bad_input_is_an_error_and_leaves_the_index(files, tmp_path):
@@ -246,7 +249,7 @@ def test_bad_input_is_an_error_and_leaves_the_index(files, tmp_path):
         (("index", "build", str(files["gallery"]), "--out", str(tmp_path / "x.idx"), "--type",
           "ivfpq", "--pq-m", "5"), "divide"),
         (("search", str(index), str(files["queries"]), "--nprobe", "4"), "ivfpq"),
-        (("index", "remove", str(index)), "--paths FILE or --pid N"),
+        (("index", "remove", str(index)), "--paths or --pid"),
         (("search", str(index), str(files["queries"]), "--out", str(tmp_path / "r.txt")), ".csv"),
         (("index", "build", str(files["more"]), "--out", str(index)), "exists"),
     ]  # fmt: skip
@@ -288,13 +291,13 @@ def test_eval_with_an_exhaustive_flat_index_equals_the_dense_evaluation(files, t
     done = reid("index", "build", str(files["eval"]), "--out", str(index))  # the gallery side
     assert done.returncode == 0, done.stderr
     exact = evaluate_features(load_features(files["eval"]))
-    full = api.evaluate(features=files["eval"], index=index, index_topk=1500)
+    full = api.evaluate(features=files["eval"], index=index, index_topk=1500).to_json()
     for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
         assert full[key] == pytest.approx(exact[key], abs=1e-12), key
         assert full["exact"][key] == exact[key]
     assert full["index"]["matches_found"] == full["index"]["matches"]
     # a short top-K: ranks within K unchanged, mAP and mINP lower bounds (missed matches last)
-    short = api.evaluate(features=files["eval"], index=index, index_topk=10)
+    short = api.evaluate(features=files["eval"], index=index, index_topk=10).to_json()
     assert short["rank1"] == pytest.approx(exact["rank1"], abs=1e-12)
     assert short["rank10"] == pytest.approx(exact["rank10"], abs=1e-12)
     assert short["mAP"] < exact["mAP"] and short["mINP"] <= exact["mINP"]
@@ -316,13 +319,13 @@ def test_milvus_lite_returns_the_faiss_flat_hits(files, tmp_path):
     pytest.importorskip("milvus_lite")
     uri = str(tmp_path / "milvus.db")
     api.index_build(files["gallery"], tmp_path / "flat.idx")
-    built = api.index_build(files["gallery"], "gallery", backend="milvus", uri=uri)
+    built = api.index_build(files["gallery"], "gallery", backend="milvus", uri=uri).to_json()
     assert built["count"] == 1500 and built["index"] == f"{uri}#gallery"
     for exclude in (False, True):
         faiss_hits = api.search(tmp_path / "flat.idx", files["queries"], topk=10,
-                                exclude_same_camera=exclude)  # fmt: skip
+                                exclude_same_camera=exclude).to_json()  # fmt: skip
         milvus_hits = api.search("gallery", files["queries"], topk=10, backend="milvus",
-                                 uri=uri, exclude_same_camera=exclude)  # fmt: skip
+                                 uri=uri, exclude_same_camera=exclude).to_json()  # fmt: skip
         assert row_numbers(milvus_hits).tolist() == row_numbers(faiss_hits).tolist()
         for a, b in zip(milvus_hits["results"], faiss_hits["results"], strict=True):
             np.testing.assert_allclose([h["distance"] for h in a["hits"]],
@@ -330,11 +333,11 @@ def test_milvus_lite_returns_the_faiss_flat_hits(files, tmp_path):
     # the same commands grow and prune it
     added = reid("index", "add", "gallery", str(files["more"]), "--backend", "milvus", "--uri", uri)
     assert added.returncode == 0, added.stderr
-    gone = api.index_remove("gallery", pid=0, backend="milvus", uri=uri)
+    gone = api.index_remove("gallery", pid=0, backend="milvus", uri=uri).to_json()
     assert gone["verified"] and gone["count"] == 1540 - gone["removed"] and gone["removed"] > 0
-    hits = api.search("gallery", files["queries"], topk=50, backend="milvus", uri=uri)
+    hits = api.search("gallery", files["queries"], topk=50, backend="milvus", uri=uri).to_json()
     assert all(h["pid"] != 0 for e in hits["results"] for h in e["hits"])
-    assert api.index_info("gallery", backend="milvus", uri=uri)["count"] == gone["count"]
+    assert api.index_info("gallery", backend="milvus", uri=uri).count == gone["count"]
     wrong = reid("search", "gallery", str(files["queries"]), "--uri", uri)
     assert wrong.returncode == 2 and "--backend milvus" in wrong.stderr
 
@@ -346,16 +349,18 @@ def test_edges_empty_gallery_short_answers_and_refusals(files, tmp_path):
                     ef_search=4)  # fmt: skip
     api.index_build(small, tmp_path / "p.idx", kind="ivfpq", nlist=8, pq_m=8, nprobe=1)
     for name in ("h.idx", "p.idx"):
-        everything = api.search(tmp_path / name, files["queries"], topk=300)
+        everything = api.search(tmp_path / name, files["queries"], topk=300).to_json()
         assert {len(e["hits"]) for e in everything["results"]} == {300}, name
-        kept = api.search(tmp_path / name, files["queries"], topk=200, exclude_same_camera=True)
+        kept = api.search(
+            tmp_path / name, files["queries"], topk=200, exclude_same_camera=True
+        ).to_json()
         assert {len(e["hits"]) for e in kept["results"]} == {200}, name
     # an index emptied by removals answers with no hits
     api.index_build(small, tmp_path / "f.idx")
     for pid in np.unique(load_rows(small, "gallery")[0].pids):
         api.index_remove(tmp_path / "f.idx", pid=int(pid))
-    assert api.index_info(tmp_path / "f.idx")["count"] == 0
-    empty = api.search(tmp_path / "f.idx", files["queries"], topk=5)
+    assert api.index_info(tmp_path / "f.idx").count == 0
+    empty = api.search(tmp_path / "f.idx", files["queries"], topk=5).to_json()
     assert all(e["hits"] == [] for e in empty["results"])
     # refusals
     done = reid("index", "remove", str(tmp_path / "h.idx"), "--pid", "-1")
@@ -373,7 +378,7 @@ def test_the_metric_follows_the_features_file(tmp_path):
     path = tmp_path / "euclidean.npz"
     np.savez(path, features=data.features * 3, paths=np.arange(400).astype(str),
              distance=np.asarray("euclidean"))  # fmt: skip
-    assert api.index_build(path, tmp_path / "e.idx")["metric"] == "euclidean"
+    assert api.index_build(path, tmp_path / "e.idx").metric == "euclidean"
     with pytest.raises(GalleryIndexError, match="euclidean distance, not cosine"):
         api.index_build(path, tmp_path / "c.idx", metric="cosine")
 
@@ -404,7 +409,7 @@ def test_an_open_index_keeps_reading_its_own_file_after_a_writer_replaces_it(fil
     queries, _ = load_rows(files["queries"], "query")
     before = reader.search(queries.features, 10)
     api.index_add(index, files["more"])  # renames a new file over the one `reader` opened
-    removed = api.index_remove(index, pid=0)["removed"]
+    removed = api.index_remove(index, pid=0).to_json()["removed"]
     after = reader.search(queries.features, 10)
     np.testing.assert_array_equal(after.ids, before.ids)
     np.testing.assert_array_equal(after.distances, before.distances)

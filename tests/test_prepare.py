@@ -13,10 +13,16 @@ from PIL import Image
 
 from reidcli.data.layouts import get_layout
 from reidcli.data.manifest import carve_validation, load_manifest, read_dataset_info
-from reidcli.data.prepare import check_official, prepare
+from reidcli.data.prepare import check_official
+from reidcli.data.prepare import prepare as run_prepare
 from reidcli.errors import DatasetError
+from reidcli.recipe.options import PrepareOptions
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare(dataset: str, root: Path, out: Path, **options) -> dict:
+    return run_prepare(dataset, PrepareOptions(root=str(root), out=str(out), **options))
 
 
 def write_images(folder: Path, names: list[str]) -> None:

@@ -8,11 +8,22 @@ import pytest
 from PIL import Image
 
 from reidcli.data.manifest import load_manifest
-from reidcli.data.prepare import prepare
-from reidcli.data.synthetic import SyntheticSpec, generate_synthetic, parse_size
+from reidcli.data.prepare import prepare as run_prepare
+from reidcli.data.synthetic import SyntheticSpec, generate_synthetic
 from reidcli.errors import UsageError
+from reidcli.recipe.options import PrepareOptions, SyntheticOptions
 
 SMALL = SyntheticSpec(ids=12, cams=4, images_per_id=6, height=64, width=32, seed=3)
+
+
+def prepare(dataset: str, out: Path, synthetic: SyntheticSpec, **options) -> dict:
+    """`reid prepare synthetic` of a spec (its size and seed as the options give them)."""
+    generated = SyntheticOptions.build(
+        ids=synthetic.ids, cams=synthetic.cams, images_per_id=synthetic.images_per_id,
+        size=(synthetic.height, synthetic.width),
+    )  # fmt: skip
+    options = PrepareOptions(out=str(out), synthetic=generated, seed=synthetic.seed, **options)
+    return run_prepare(dataset, options)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -57,24 +68,16 @@ def test_prepare_synthetic_with_validation(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (SyntheticSpec(ids=1), r"--ids must be in 2\.\."),
-        (SyntheticSpec(images_per_id=3), r"--images-per-id must be in 4\.\."),
-        (SyntheticSpec(cams=1), r"--cams must be in 2\.\.99"),
-        (SyntheticSpec(height=100000, width=100000), r"--size must be between 16x8 and"),
+        (SyntheticSpec(ids=1), r"ids: Input should be greater than or equal to 2"),
+        (SyntheticSpec(images_per_id=3), r"images_per_id: Input should be greater than or equal"),
+        (SyntheticSpec(cams=1), r"cams: Input should be greater than or equal to 2"),
+        (SyntheticSpec(height=100000, width=100000), r"size: must be between 16x8 and"),
     ],
 )
 def test_bad_options(tmp_path, spec, message):
     with pytest.raises(UsageError, match=message):
         prepare("synthetic", out=tmp_path / "x", synthetic=spec)
     assert not (tmp_path / "x").exists()
-
-
-def test_parse_size():
-    assert parse_size("128x64") == (128, 64)
-    with pytest.raises(UsageError, match="HEIGHTxWIDTH"):
-        parse_size("128")
-    with pytest.raises(UsageError, match="positive"):
-        parse_size("0x64")
 
 
 def colour_features(paths: list[str]) -> np.ndarray:

@@ -385,7 +385,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, datase
 
 
 def test_trim_metrics_keeps_what_the_checkpoint_had_done(tmp_path):
-    from reidcli.engine.trainer import trim_metrics
+    from reidcli.engine.run_folder import trim_metrics
 
     path = tmp_path / "metrics.jsonl"
     records = [

@@ -1,9 +1,18 @@
-"""One function per verb, with typed arguments; the CLI is a thin skin over these.
+"""One function per verb: each takes its options model (or the model's fields as keyword
+arguments) and returns a typed result with `to_json()`; the CLI is a thin skin over these.
 
 Importing this package does not import torch; each verb imports what it needs.
+
+Where things go:
+- a new verb: its options model in `reidcli.recipe.options` (or a recipe section when the
+  option belongs to a run), its result in `reidcli.results`, its orchestration in
+  `reidcli.verbs`, a function here, a command module in `reidcli.cli`;
+- a new option: a field of that model, and one line in the command where it has a flag;
+- a new model backend (an exported format): a writer in `reidcli.export`, a runner in
+  `reidcli.inference.runners`.
 """
 
-from reidcli.api.benchmark import bench, compare_bench
+from reidcli.api.benchmark import bench, bench_gate, compare_bench, read_bench_report
 from reidcli.api.deployment import embed, export
 from reidcli.api.evaluation import evaluate, rerank
 from reidcli.api.gallery import index_add, index_build, index_info, index_remove, search
@@ -11,7 +20,7 @@ from reidcli.api.overrides import Overrides, as_overrides
 from reidcli.api.training import prepare, train
 
 __all__ = [
-    "Overrides", "as_overrides", "bench", "compare_bench", "embed", "evaluate", "export",
-    "index_add", "index_build", "index_info", "index_remove", "prepare", "rerank", "search",
-    "train",
+    "Overrides", "as_overrides", "bench", "bench_gate", "compare_bench", "embed", "evaluate",
+    "export", "index_add", "index_build", "index_info", "index_remove", "prepare",
+    "read_bench_report", "rerank", "search", "train",
 ]  # fmt: skip

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from reidcli.api.overrides import Overrides, as_overrides
 from reidcli.reporting import Reporter
+from reidcli.results import BenchComparison, BenchReport
 
 if TYPE_CHECKING:
     from reidcli.recipe import Recipe
@@ -19,7 +20,7 @@ def bench(
     overrides: Overrides = (),
     quick: bool = False,
     reporter: Reporter | None = None,
-) -> dict:
+) -> BenchReport:
     """Size, throughput and latency of a model in the settings of the recipe's `bench` section.
 
     Options resolve as everywhere: schema defaults, the recipe file, the `quick` preset, then
@@ -35,51 +36,86 @@ def bench(
         reporter: progress, a row at a time (silent when None).
 
     Returns:
-        The report: {"schema_version", "model", "params", "params_trainable",
-        "params_without_classifier", "gmacs", "gflops", "forward_gmacs", "flip",
-        "embedding_dim", "input", "settings", "env", "results": [{"mode", "batch", "precision",
-        "channels_last", "cudnn_benchmark", "backend", "compile", "images_per_s", "latency_ms":
-        {"p50", "p90", "p99"}, "peak_memory_mb", "speedup", "iterations", "error"}]}.
-        A row that could not run has `images_per_s` None and its reason in `error`.
+        The report (`document`: the JSON `--out` writes). A row that could not run has
+        `images_per_s` None and its reason in `error`.
 
     Raises:
         RecipeError: invalid options. DeviceError: a device this machine lacks.
     """
-    from reidcli.bench.measure import QUICK, run_bench
-    from reidcli.recipe import Recipe as RecipeModel
-    from reidcli.recipe import load_recipe, override_recipe
+    from reidcli.verbs.bench.measure import measure
 
-    changes = as_overrides(QUICK) if quick else []
-    changes += [f"model.name={model}"] if model is not None else []
-    changes += as_overrides(overrides)
-    if isinstance(recipe, RecipeModel):
-        resolved = override_recipe(recipe, changes)
-    else:
-        resolved = load_recipe(recipe, changes)
-    return run_bench(resolved, reporter)
+    return BenchReport.from_document(
+        measure(recipe, model, as_overrides(overrides), quick, reporter)
+    )
+
+
+def read_bench_report(path: str | Path) -> BenchReport:
+    """A report written by `reid bench --out`.
+
+    Raises:
+        BenchError: not a bench report of this schema version.
+    """
+    from reidcli.verbs.bench.compare import load_report
+
+    return BenchReport.from_document(load_report(path))
 
 
 def compare_bench(
-    report: dict | str | Path, baseline: dict | str | Path, *, tolerance: float | None = None
-) -> dict:
-    """The regression gate: `report` against `baseline` (reports or their JSON files).
+    report: BenchReport | dict | str | Path,
+    baseline: BenchReport | dict | str | Path,
+    *,
+    tolerance: float | None = None,
+) -> BenchComparison:
+    """The regression gate: `report` against `baseline` (reports, their documents, or their
+    JSON files).
 
     Parameters, GMac and the embedding dimension must be equal; images/s of each row present in
     both may drop by at most `tolerance` percent (default: the report's `bench.tolerance`), and
     is compared only when the device name, torch version, kernel set and thread count match.
 
-    Returns:
-        {"passed", "tolerance", "size_mismatches", "timing_compared",
-        "timing_not_compared_because", "rows", "regressions", "not_in_baseline", "not_run"}.
-
     Raises:
         BenchError: a file that is not a bench report of this schema version.
     """
-    from reidcli.bench.compare import compare_reports, load_report
-    from reidcli.recipe.run import Bench
+    from reidcli.verbs.bench.compare import compare_reports
 
-    current = report if isinstance(report, dict) else load_report(report)
-    base = baseline if isinstance(baseline, dict) else load_report(baseline)
+    current, base = _report(report), _report(baseline)
     if tolerance is None:
-        tolerance = current.get("settings", {}).get("tolerance", Bench().tolerance)
-    return compare_reports(current, base, tolerance)
+        tolerance = current.document["settings"]["tolerance"]
+    return BenchComparison.from_document(
+        compare_reports(current.document, base.document, tolerance)
+    )
+
+
+def bench_gate(
+    recipe: Recipe | str | Path | None,
+    baseline: BenchReport | dict | str | Path,
+    *,
+    model: str | None = None,
+    overrides: Overrides = (),
+    quick: bool = False,
+    reporter: Reporter | None = None,
+) -> tuple[BenchReport, BenchComparison]:
+    """`bench` compared with `baseline`; a slower setting is measured once more and the faster
+    of the two runs counts, so that a noisy neighbour does not fail the gate."""
+    from reidcli.verbs.bench.compare import best_of
+
+    base = _report(baseline)
+    report = bench(recipe, model=model, overrides=overrides, quick=quick, reporter=reporter)
+    comparison = compare_bench(report, base)
+    if comparison.regressions and not comparison.size_mismatches:
+        if reporter is not None:
+            reporter.message("slower than the baseline: measuring again to confirm")
+        again = bench(recipe, model=model, overrides=overrides, quick=quick, reporter=reporter)
+        report = BenchReport.from_document(best_of(report.document, again.document))
+        comparison = compare_bench(report, base)
+    return report, comparison
+
+
+def _report(report: BenchReport | dict | str | Path) -> BenchReport:
+    if isinstance(report, BenchReport):
+        return report
+    if isinstance(report, dict):
+        from reidcli.verbs.bench.compare import check_report
+
+        return BenchReport.from_document(check_report(report))
+    return read_bench_report(report)

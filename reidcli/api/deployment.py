@@ -2,111 +2,88 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+from reidcli.api.overrides import Overrides, as_overrides
+from reidcli.recipe.options import EmbedOptions, ExportOptions
+from reidcli.recipe.run import Export
 from reidcli.reporting import Reporter
+from reidcli.results import EmbedResult, ExportResult
 
 
 def export(
     target: str | Path | None = None,
+    options: ExportOptions | None = None,
     *,
-    formats: str | tuple[str, ...] | None = None,
-    out: str | Path | None = None,
-    opset: int | None = None,
-    static_batch: int | None = None,
-    fp16: bool = False,
-    include_preprocessing: bool = False,
-    check: bool = True,
-    atol: float | None = None,
-    min_cos: float | None = None,
-    recipe: str | Path | None = None,
-    exporter: str = "auto",
-    runs_dir: str | Path = "runs",
-) -> dict:
+    overrides: Overrides = (),
+    **fields: Any,
+) -> ExportResult:
     """Export a trained model's embedding to ONNX and/or TorchScript, checked against PyTorch.
 
     The file takes `images`, (N, 3, H, W) float32 RGB scaled to [0, 1] and normalised with the
-    recipe's mean/std (uint8 RGB with `include_preprocessing`), and returns `features`, (N, D),
-    exactly `model.embed` with the recipe's eval settings. Metadata (input contract, embedding,
-    versions, checkpoint sha256, parity) goes into the file and into `PATH.metadata.json`.
+    recipe's mean/std (uint8 RGB with `export.include_preprocessing`), and returns `features`,
+    (N, D), exactly `model.embed` with the recipe's eval settings. Metadata (input contract,
+    embedding, versions, checkpoint sha256, parity) goes into the file and into
+    `PATH.metadata.json`.
+
+    What is written and how is the recipe's `export` section (`reidcli.recipe.run.Export`:
+    formats, opset, static_batch, fp16, include_preprocessing, check, atol, min_cos, exporter),
+    from the checkpoint's recipe with `overrides` (`export.*` and `eval.*` keys). Its fields may
+    also be given as keyword arguments (`formats="onnx"`, `check=False`), shorthand for those
+    overrides.
 
     Args:
         target: a run folder (best.pt, else last.pt), a checkpoint, or None for the newest run.
-        formats: "onnx", "torchscript" or both; default the recipe's `export.formats`.
-        out: the file to write (one format only); default beside the checkpoint
-            (`best.onnx`, `best.torchscript`).
-        opset: ONNX opset; default the recipe's `export.opset`.
-        static_batch: fix the batch size (ONNX); default dynamic (recipe `export.dynamic_batch`).
-        fp16: float16 weights and arithmetic (input and output stay float32).
-        include_preprocessing: take uint8 images and scale and normalise inside the graph.
-        check: compare the file with the PyTorch model at batch 1 and 7 (or the static batch).
-        atol, min_cos: parity tolerances (defaults: the recipe's `export.atol` and 0.9999; with
-            fp16 1e-2 and 0.999).
-        recipe: the recipe of a weights file that carries none.
-        exporter: "auto" (torch.onnx's dynamo exporter, the legacy one where it fails), "dynamo"
-            or "legacy".
-
-    Returns:
-        {"checkpoint", "checkpoint_sha256", "model", "exports": [{"format", "path",
-        "metadata_path", "exporter", "fallback_reason", "opset", "batch", "input_dtype",
-        "precision", "embedding_dim", "parity", "seconds"}, ...]}.
+        options: an `ExportOptions` (`out`: the file, one format only, default beside the
+            checkpoint; `recipe`: the recipe of a weights file that carries none), or its
+            fields as keyword arguments.
+        overrides: recipe values that win (see `Overrides`).
 
     Raises:
         ParityError: the check failed (nothing is written; `.report` holds the figures).
         ExportError: an operator cannot be exported, or the `export` extra is missing.
         RecipeError: invalid options.
     """
-    from reidcli.export.pipeline import export_model
+    from reidcli.verbs.export import export as run
 
-    return export_model(
-        target, formats=formats, out=out, opset=opset, static_batch=static_batch, fp16=fp16,
-        include_preprocessing=include_preprocessing, check=check, atol=atol, min_cos=min_cos,
-        recipe=recipe, exporter=exporter, runs_dir=runs_dir,
-    )  # fmt: skip
+    section = {k: fields.pop(k) for k in list(fields) if k in Export.model_fields}
+    shorthand = [f"export.{k}={json.dumps(_plain(v))}" for k, v in section.items()]
+    options = ExportOptions.resolve(options, fields)
+    return run(target, options, [*shorthand, *as_overrides(overrides)])
 
 
 def embed(
     model: str | Path,
     inputs: tuple[str | Path, ...] = (),
+    options: EmbedOptions | None = None,
     *,
-    dataset: str | Path | None = None,
-    out: str | Path | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    workers: int | None = None,
-    strict: bool = False,
-    size: tuple[int, int] | None = None,
-    mean: tuple[float, float, float] | None = None,
-    std: tuple[float, float, float] | None = None,
-    recipe: str | Path | None = None,
     reporter: Reporter | None = None,
-) -> dict:
+    **fields: Any,
+) -> EmbedResult:
     """Embed images (or a prepared dataset's query and gallery) with a checkpoint or export.
 
     Args:
         model: a run folder, a checkpoint, an `.onnx` file or a TorchScript file. Preprocessing
             comes from the recipe or the export metadata.
         inputs: image files, folders (searched recursively) and text files listing image paths.
-        dataset: instead of `inputs`, a prepared dataset folder: its query and gallery are
-            embedded into a features file that `reid eval --features` reads.
-        out: the `.npz` to write (default `features.npz`).
-        batch_size: images per batch (default: the recipe's eval batch size, 32 for exports, or
-            a file's static batch).
-        device: auto, cpu or cuda.
-        workers: image-decoding processes (default: the recipe's, 2 for exports).
-        strict: an unreadable image is an error instead of being skipped.
-        size, mean, std: the input contract of an exported file without metadata.
-        recipe: the recipe of a weights file that carries none.
+        options: an `EmbedOptions` (`dataset` instead of inputs: a prepared dataset whose
+            query and gallery become a `reid eval --features` file; `out`, `batch`, `device`,
+            `workers`, `strict`; `size`, `mean`, `std` of an exported file without metadata;
+            `recipe` of a weights file that carries none), or its fields as keyword arguments.
         reporter: progress of the embedding (silent when None).
-
-    Returns:
-        {"out", "model", "backend", "num_images", "embedding_dim", "skipped", "seconds",
-        "images_per_second"} (and "num_query", "num_gallery" with `dataset`).
     """
-    from reidcli.engine.embed import embed_images
+    from reidcli.verbs.embed import embed as run
 
-    return embed_images(
-        model, tuple(inputs), dataset=dataset, out=out, batch_size=batch_size, device=device,
-        workers=workers, strict=strict, size=size, mean=mean, std=std, recipe=recipe,
-        reporter=reporter,
-    )  # fmt: skip
+    options = EmbedOptions.resolve(options, fields)
+    return run(model, tuple(inputs), options, reporter or Reporter())
+
+
+def _plain(value: Any) -> Any:
+    """Keyword values as JSON (paths and tuples included)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -1,4 +1,10 @@
-"""The `reid` command: a thin Typer skin over `reidcli.api` (torch is imported lazily)."""
+"""The `reid` command: a thin Typer skin over `reidcli.api` (torch is imported lazily).
+
+One module per command: it fills the verb's options model from the flags that were given
+(`reidcli.cli.options`), calls one `reidcli.api` function and renders the typed result. A new
+command is a module here registered below; its flags come from the model's fields, so no
+default or choice list is written in this package.
+"""
 
 import logging
 import os

@@ -1,131 +1,67 @@
-"""`reid export`: a trained model to ONNX / TorchScript, checked against PyTorch."""
+"""`reid export`: a trained model to ONNX / TorchScript, checked against PyTorch.
 
-import json
-import sys
-from enum import StrEnum
+What is written and how is the recipe's `export` section: each such flag defaults to "not
+given" and, when given, becomes an `export.*` override of the checkpoint's recipe; `--out` and
+`--recipe` are `ExportOptions`.
+"""
+
 from pathlib import Path
 
 import typer
 
+from reidcli.cli.options import (
+    SET_HELP,
+    build,
+    choices,
+    json_option,
+    option,
+    print_json,
+    recipe_option,
+    recipe_overrides,
+)
 from reidcli.errors import ParityError
+from reidcli.recipe.options import ExportOptions
+from reidcli.recipe.run import Export
 
-
-class Format(StrEnum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-
-
-class Exporter(StrEnum):
-    auto = "auto"
-    dynamo = "dynamo"
-    legacy = "legacy"
+Format = choices(Export, "formats")
+Exporter = choices(Export, "exporter")
 
 
 def export_cmd(
     target: Path | None = typer.Argument(
         None, help="Run folder (best.pt, else last.pt) or checkpoint; default: newest under runs/."
     ),
-    formats: list[Format] | None = typer.Option(
-        None, "--format", help="onnx or torchscript; repeat for both (default: recipe export)."
+    formats: list[Format] | None = recipe_option("export.formats", "--format"),
+    out: Path | None = option(ExportOptions, "out", "--out"),
+    opset: int | None = recipe_option("export.opset", "--opset"),
+    static_batch: int | None = recipe_option("export.static_batch", "--static-batch"),
+    fp16: bool | None = recipe_option("export.fp16", "--fp16/--no-fp16"),
+    include_preprocessing: bool | None = recipe_option(
+        "export.include_preprocessing", "--include-preprocessing/--no-include-preprocessing"
     ),
-    out: Path | None = typer.Option(
-        None, "--out", help="File to write (default: beside the checkpoint, best.onnx, ...)."
-    ),
-    opset: int | None = typer.Option(
-        None, "--opset", min=11, help="ONNX opset (default: the recipe's)."
-    ),
-    static_batch: int | None = typer.Option(
-        None, "--static-batch", min=1, help="Fix the ONNX batch size (default: dynamic)."
-    ),
-    fp16: bool = typer.Option(False, "--fp16", help="float16 weights and arithmetic."),
-    include_preprocessing: bool = typer.Option(
-        False, "--include-preprocessing", help="Take uint8 RGB; scale and normalise in the graph."
-    ),
-    check: bool = typer.Option(
-        True, "--check/--no-check", help="Parity check against the PyTorch model."
-    ),
-    atol: float | None = typer.Option(
-        None, "--atol", help="Max abs difference allowed (default 1e-4; fp16 1e-2)."
-    ),
-    min_cos: float | None = typer.Option(
-        None, "--min-cos", help="Min per-sample cosine (default 0.9999; fp16 0.999)."
-    ),
-    recipe: Path | None = typer.Option(
-        None, "--recipe", help="Recipe of a weights file that carries none (LightMBN .pth)."
-    ),
-    exporter: Exporter = typer.Option(
-        Exporter.auto, "--exporter", help="ONNX: auto (dynamo, legacy where it fails)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    check: bool | None = recipe_option("export.check", "--check/--no-check"),
+    atol: float | None = recipe_option("export.atol", "--atol"),
+    min_cos: float | None = recipe_option("export.min_cos", "--min-cos"),
+    recipe: Path | None = option(ExportOptions, "recipe", "--recipe"),
+    exporter: Exporter | None = recipe_option("export.exporter", "--exporter"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    as_json: bool = json_option(),
 ) -> None:
     """Export a model whose output is exactly the evaluated embedding, with a parity check."""
     from reidcli import api
+    from reidcli.cli.parity_table import parity_table, render_export
 
+    flags = recipe_overrides(export_cmd, locals())
+    options = build(ExportOptions, {"out": out, "recipe": recipe})
     try:
-        result = api.export(
-            target,
-            formats=tuple(f.value for f in formats) if formats else None,
-            out=out,
-            opset=opset,
-            static_batch=static_batch,
-            fp16=fp16,
-            include_preprocessing=include_preprocessing,
-            check=check,
-            atol=atol,
-            min_cos=min_cos,
-            recipe=recipe,
-            exporter=exporter.value,
-        )
+        result = api.export(target, options, overrides=[*flags, *overrides])
     except ParityError as err:
         report = getattr(err, "report", None)
         if report is not None:
-            _parity_table("parity check (failed)", [("", report)])
+            parity_table("parity check (failed)", [("", report)])
             if as_json:
-                sys.stdout.write(json.dumps({"error": str(err), "parity": report}, indent=2) + "\n")
+                print_json({"error": str(err), "parity": report.to_json()})
         raise
-    _render(result)
+    render_export(result)
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-
-
-def _render(result: dict) -> None:
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    checked = [(e["format"], e["parity"]) for e in result["exports"] if e["parity"] is not None]
-    if checked:
-        _parity_table(f"parity with the PyTorch model ({result['model']})", checked)
-    for item in result["exports"]:
-        how = item["exporter"] + (f", opset {item['opset']}" if item["opset"] else "")
-        if item["fallback_reason"]:
-            how += f" (dynamo exporter failed: {item['fallback_reason']})"
-        console.print(
-            f"wrote {item['path']} and {Path(item['metadata_path']).name}: {item['format']}, "
-            f"{how}, batch {item['batch']}, {item['input_dtype']} input, {item['precision']}, "
-            f"{item['embedding_dim']}-d features",
-            highlight=False,
-        )
-
-
-def _parity_table(title: str, rows: list[tuple[str, dict]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    first = rows[0][1]
-    table = Table(title=f"{title}: max abs ≤ {first['atol']:.3g}, cosine ≥ {first['min_cos']}")
-    for column in ("format", "batch", "max abs diff", "min cosine", "worst sample", "result"):
-        table.add_column(column, justify="right" if column == "batch" else "left")
-    for fmt, report in rows:
-        for row in report["batches"]:
-            sample = row["worst_sample"]
-            table.add_row(
-                fmt,
-                str(row["batch"]),
-                f"{row['max_abs']:.3g}",
-                f"{row['min_cos']:.7f}",
-                f"#{sample['index']} {Path(sample['source']).name}",
-                "ok" if row["passed"] else "FAILED",
-            )
-    console = Console(stderr=True)
-    console.print(table)
-    console.print(f"parity inputs: {first.get('inputs', '')}", highlight=False)
+        print_json(result.to_json())

@@ -1,27 +1,39 @@
 """`reid index build|add|remove|info` and `reid search`: galleries on faiss files or Milvus."""
 
-import json
 import sys
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from reidcli.cli.eval_cmd import Device
+from reidcli.cli.options import build, choices, json_option, option, print_json, quiet_option
+from reidcli.recipe.options import (
+    GalleryAt,
+    IndexBuildOptions,
+    IndexRemoveOptions,
+    SearchOptions,
+)
 
 index_app = typer.Typer(
     help="Build, grow and prune searchable galleries (faiss files, or Milvus).",
     no_args_is_help=True,
 )
 
-Kind = StrEnum("Kind", {name: name for name in ("auto", "flat", "hnsw", "ivfpq")})
-Metric = StrEnum("Metric", {name: name for name in ("cosine", "euclidean")})
-Backend = StrEnum("Backend", {name: name for name in ("faiss", "milvus")})
+Kind = choices(IndexBuildOptions, "kind")
+Metric = choices(IndexBuildOptions, "metric")
+Backend = choices(GalleryAt, "backend")
+Device = choices(SearchOptions, "device")
 
 SCALE = "Milvus"
 APPROX = "Approximate indexes"
+# Field paths whose flags are not named after the field.
+BUILD_FLAGS = {
+    "kind": "--type", "hnsw.m": "--hnsw-m", "hnsw.ef_construction": "--ef-construction",
+    "hnsw.ef_search": "--ef-search", "ivfpq.nlist": "--nlist", "ivfpq.pq_m": "--pq-m",
+    "ivfpq.refine": "--refine", "ivfpq.nprobe": "--nprobe",
+}  # fmt: skip
+REMOVE_FLAGS = {"paths_file": "--paths"}
 
 
 def _index_arg():
@@ -29,40 +41,27 @@ def _index_arg():
 
 
 def _backend_option():
-    return typer.Option(
-        Backend.faiss, "--backend", help="faiss: one local file; milvus: a collection at --uri.",
-        rich_help_panel=SCALE,
-    )  # fmt: skip
+    return option(GalleryAt, "backend", "--backend", rich_help_panel=SCALE)
 
 
 def _uri_option():
-    return typer.Option(
-        None, "--uri", help="Milvus server (http://host:19530) or Milvus Lite file (gallery.db).",
-        rich_help_panel=SCALE,
-    )  # fmt: skip
+    return option(GalleryAt, "uri", "--uri", rich_help_panel=SCALE)
 
 
-def _json_option():
-    return typer.Option(False, "--json", help="Print one JSON document on stdout.")
-
-
-def _emit(doc: dict, as_json: bool, summary: str) -> None:
+def _emit(result, as_json: bool, summary: str) -> None:
     print(summary, file=sys.stderr)
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        print_json(result.to_json())
 
 
-def _describe(info: dict) -> str:
-    recall = info.get("recall") or {}
-    text = (
-        f"{info['index']}: {info['kind']} ({info['metric']}, {info['dim']}-d), {info['count']} rows"
-    )
-    if recall.get("recall_at_10") is not None:
+def _describe(info) -> str:
+    text = f"{info.index}: {info.kind} ({info.metric}, {info.dim}-d), {info.count} rows"
+    if info.recall_at_10 is not None:
         text += (
-            f"; recall@10 {recall['recall_at_10']:.4f} against exact on {recall['sample']} "
-            f"stored rows (search {recall['search']})"
+            f"; recall@10 {info.recall_at_10:.4f} against exact on {info.recall_sample} "
+            f"stored rows (search {info.search})"
         )
-    elif info["kind"] == "flat":
+    elif info.kind == "flat":
         text += "; exact"
     return text
 
@@ -73,95 +72,75 @@ def build_cmd(
         ..., help="`reid embed` file, or a `reid eval --features` file (its gallery)."
     ),
     out: str = typer.Option(..., "--out", help="Index file to write (collection name: Milvus)."),
-    kind: Kind = typer.Option(
-        Kind.auto, "--type", help="flat (exact), hnsw, ivfpq; auto: flat below 200,000 rows."
+    kind: Kind | None = option(IndexBuildOptions, "kind", "--type"),
+    metric: Metric | None = option(IndexBuildOptions, "metric", "--metric"),
+    nlist: int | None = option(IndexBuildOptions, "ivfpq.nlist", "--nlist", rich_help_panel=APPROX),
+    pq_m: int | None = option(IndexBuildOptions, "ivfpq.pq_m", "--pq-m", rich_help_panel=APPROX),
+    refine: int | None = option(
+        IndexBuildOptions, "ivfpq.refine", "--refine", rich_help_panel=APPROX
     ),
-    metric: Metric | None = typer.Option(
-        None,
-        "--metric",
-        help="cosine or euclidean (default: the file's stated distance, or cosine).",
+    nprobe: int | None = option(
+        IndexBuildOptions, "ivfpq.nprobe", "--nprobe", rich_help_panel=APPROX
     ),
-    nlist: int | None = typer.Option(
-        None, "--nlist", help="IVF lists (default ≈ 4·√N).", rich_help_panel=APPROX
+    hnsw_m: int | None = option(IndexBuildOptions, "hnsw.m", "--hnsw-m", rich_help_panel=APPROX),
+    ef_construction: int | None = option(
+        IndexBuildOptions, "hnsw.ef_construction", "--ef-construction", rich_help_panel=APPROX
     ),
-    pq_m: int | None = typer.Option(
-        None, "--pq-m", help="PQ sub-quantizers (default D/8).", rich_help_panel=APPROX
+    ef_search: int | None = option(
+        IndexBuildOptions, "hnsw.ef_search", "--ef-search", rich_help_panel=APPROX
     ),
-    refine: int | None = typer.Option(
-        None,
-        "--refine",
-        help="IVF-PQ: the first 10 hits are chosen among R times as many candidates, re-scored "
-        "exactly (default 10; 0: PQ distances, no vectors kept).",
-        rich_help_panel=APPROX,
-    ),
-    nprobe: int | None = typer.Option(
-        None,
-        "--nprobe",
-        help="IVF-PQ lists searched by default (nlist/8).",
-        rich_help_panel=APPROX,
-    ),
-    hnsw_m: int | None = typer.Option(
-        None, "--hnsw-m", help="HNSW links per node (default 32).", rich_help_panel=APPROX
-    ),
-    ef_construction: int | None = typer.Option(
-        None, "--ef-construction", help="HNSW build beam (default 80).", rich_help_panel=APPROX
-    ),
-    ef_search: int | None = typer.Option(
-        None, "--ef-search", help="HNSW search beam by default (64).", rich_help_panel=APPROX
-    ),
-    recall_sample: int = typer.Option(
-        1000, "--recall-sample", min=1, help="Stored rows used to measure recall@10."
-    ),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of training and recall samples."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index."),
-    backend: Backend = _backend_option(),
+    recall_sample: int | None = option(IndexBuildOptions, "recall_sample", "--recall-sample"),
+    seed: int | None = option(IndexBuildOptions, "seed", "--seed"),
+    overwrite: bool | None = option(IndexBuildOptions, "overwrite", "--overwrite/--no-overwrite"),
+    backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
-    as_json: bool = _json_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Build an index from a features file; approximate ones report their measured recall."""
     from reidcli import api
 
-    info = api.index_build(
-        features, out, kind=kind.value, metric=metric.value if metric else None, nlist=nlist,
-        pq_m=pq_m, refine=refine, nprobe=nprobe, hnsw_m=hnsw_m, ef_construction=ef_construction,
-        ef_search=ef_search, recall_sample=recall_sample, seed=seed, overwrite=overwrite,
-        backend=backend.value, uri=uri,
-    )  # fmt: skip
-    _emit(info, as_json, f"built {_describe(info)} in {info['build_seconds']:.1f}s")
+    given = {
+        "kind": kind, "metric": metric, "ivfpq.nlist": nlist, "ivfpq.pq_m": pq_m,
+        "ivfpq.refine": refine, "ivfpq.nprobe": nprobe, "hnsw.m": hnsw_m,
+        "hnsw.ef_construction": ef_construction, "hnsw.ef_search": ef_search,
+        "recall_sample": recall_sample, "seed": seed, "overwrite": overwrite, "backend": backend,
+        "uri": uri,
+    }  # fmt: skip
+    info = api.index_build(features, out, build(IndexBuildOptions, given, BUILD_FLAGS))
+    _emit(info, as_json, f"built {_describe(info)} in {info.build_seconds:.1f}s")
 
 
 @index_app.command("add")
 def add_cmd(
     index: str = _index_arg(),
     features: Path = typer.Argument(..., help="Features file with the rows to add."),
-    backend: Backend = _backend_option(),
+    backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
-    as_json: bool = _json_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Add rows without rebuilding (a faiss file is replaced atomically)."""
     from reidcli import api
 
-    result = api.index_add(index, features, backend=backend.value, uri=uri)
-    _emit(result, as_json, f"added {result['added']} rows: {result['count']} in {index}")
+    result = api.index_add(index, features, build(GalleryAt, {"backend": backend, "uri": uri}))
+    _emit(result, as_json, f"added {result.added} rows: {result.count} in {index}")
 
 
 @index_app.command("remove")
 def remove_cmd(
     index: str = _index_arg(),
-    paths: Path | None = typer.Option(
-        None, "--paths", help="Text file of image paths to delete, one per line."
-    ),
-    pid: int | None = typer.Option(None, "--pid", help="Delete every crop of this person."),
-    backend: Backend = _backend_option(),
+    paths: Path | None = option(IndexRemoveOptions, "paths_file", "--paths"),
+    pid: int | None = option(IndexRemoveOptions, "pid", "--pid"),
+    backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
-    as_json: bool = _json_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Delete crops (right to erasure); a search afterwards verifies they are gone."""
     from reidcli import api
 
-    result = api.index_remove(index, paths_file=paths, pid=pid, backend=backend.value, uri=uri)
-    summary = f"removed {result['removed']} rows ({result['count']} left in {index})"
-    if result["removed"]:
+    given = {"paths_file": paths, "pid": pid, "backend": backend, "uri": uri}
+    result = api.index_remove(index, build(IndexRemoveOptions, given, REMOVE_FLAGS))
+    summary = f"removed {result.removed} rows ({result.count} left in {index})"
+    if result.removed:
         summary += "; verified: a search no longer finds them"
     _emit(result, as_json, summary)
 
@@ -169,14 +148,14 @@ def remove_cmd(
 @index_app.command("info")
 def info_cmd(
     index: str = _index_arg(),
-    backend: Backend = _backend_option(),
+    backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
-    as_json: bool = _json_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Kind, metric, size, parameters and build recall of an index."""
     from reidcli import api
 
-    info = api.index_info(index, backend=backend.value, uri=uri)
+    info = api.index_info(index, build(GalleryAt, {"backend": backend, "uri": uri}))
     _emit(info, as_json, _describe(info))
 
 
@@ -185,63 +164,62 @@ def search_cmd(
     queries: list[Path] = typer.Argument(
         ..., help="Features file; or images, folders and lists with --model."
     ),
-    model: Path | None = typer.Option(
-        None, "--model", help="Run folder, checkpoint or export that embeds image queries."
+    model: Path | None = option(SearchOptions, "model", "--model"),
+    topk: int | None = option(SearchOptions, "topk", "--topk"),
+    nprobe: int | None = option(SearchOptions, "nprobe", "--nprobe"),
+    ef_search: int | None = option(SearchOptions, "ef_search", "--ef-search"),
+    exclude_same_camera: bool | None = option(
+        SearchOptions, "exclude_same_camera", "--exclude-same-camera/--no-exclude-same-camera"
     ),
-    topk: int = typer.Option(10, "--topk", min=1, help="Hits per query."),
-    nprobe: int | None = typer.Option(None, "--nprobe", min=1, help="IVF-PQ lists searched."),
-    ef_search: int | None = typer.Option(None, "--ef-search", min=1, help="HNSW search beam."),
-    exclude_same_camera: bool = typer.Option(
-        False,
-        "--exclude-same-camera",
-        help="Drop hits of the query's identity from the query's camera (Market-1501 rule); "
-        "a query without a known identity drops every hit of its camera. Needs each query's "
-        "camid (a features file with camids).",
-    ),
-    out: Path | None = typer.Option(None, "--out", help="Write the results (.json or .csv)."),
-    device: Device = typer.Option("auto", "--device", help="Where --model runs."),
-    backend: Backend = _backend_option(),
+    out: Path | None = option(SearchOptions, "out", "--out"),
+    device: Device | None = option(SearchOptions, "device", "--device"),
+    backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
+    quiet: bool = quiet_option(),
     as_json: bool = typer.Option(
         False, "--json", help="Print the results: one entry per query, with its hits."
     ),
 ) -> None:
     """Top-K gallery paths, pids, camids and distances for each query."""
     from reidcli import api
-    from reidcli.errors import RecipeError
+    from reidcli.errors import UsageError
     from reidcli.reporting import console_reporter
 
     if model is None and len(queries) != 1:
-        raise RecipeError("give one features file, or images with --model")
+        raise UsageError("give one features file, or images with --model")
+    given = {
+        "model": model, "topk": topk, "nprobe": nprobe, "ef_search": ef_search,
+        "exclude_same_camera": exclude_same_camera, "out": out, "device": device,
+        "backend": backend, "uri": uri,
+    }  # fmt: skip
+    options = build(SearchOptions, given)
     result = api.search(
-        index, queries[0] if model is None else tuple(queries), model=model, topk=topk,
-        nprobe=nprobe, ef_search=ef_search, exclude_same_camera=exclude_same_camera, out=out,
-        backend=backend.value, uri=uri, device=device.value, reporter=console_reporter(quiet),
+        index, queries[0] if model is None else tuple(queries), options,
+        reporter=console_reporter(quiet),
     )  # fmt: skip
     if not quiet:
         _table(result)
-        if out is not None:
-            print(f"wrote {result['out']}", file=sys.stderr)
+        if result.out is not None:
+            print(f"wrote {result.out}", file=sys.stderr)
     if as_json:
-        sys.stdout.write(json.dumps(result["results"], indent=2) + "\n")
+        print_json([entry.to_json() for entry in result.results])
 
 
 SHOWN = 5
 
 
-def _table(result: dict) -> None:
-    table = Table(title=f"top-{result['topk']} in {result['index']} ({result['kind']})")
+def _table(result) -> None:
+    table = Table(title=f"top-{result.topk} in {result.index} ({result.kind})")
     for name in ("query", "rank", "path", "pid", "camid", "distance"):
         table.add_column(name, justify="left" if name in ("query", "path") else "right")
-    for entry in result["results"][:SHOWN]:
-        for rank, hit in enumerate(entry["hits"], 1):
+    for entry in result.results[:SHOWN]:
+        for rank, hit in enumerate(entry.hits, 1):
             table.add_row(
-                entry["path"] if rank == 1 else "", str(rank), hit["path"], str(hit["pid"]),
-                str(hit["camid"]), f"{hit['distance']:.4f}",
+                entry.path if rank == 1 else "", str(rank), hit.path, str(hit.pid),
+                str(hit.camid), f"{hit.distance:.4f}",
             )  # fmt: skip
     console = Console(stderr=True)
     console.print(table)
-    more = len(result["results"]) - SHOWN
+    more = len(result.results) - SHOWN
     if more > 0:
         console.print(f"... and {more} more queries (--json or --out for all)")

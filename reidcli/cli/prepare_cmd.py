@@ -1,15 +1,16 @@
 """`reid prepare DATASET`: write a dataset's manifest.csv and dataset.json."""
 
 import difflib
-import json
-import sys
 from pathlib import Path
 
 import typer
 
+from reidcli.cli.options import build, json_option, option, parse_size, print_json
 from reidcli.recipe.data import DATASETS
+from reidcli.recipe.options import PrepareOptions
 
 SYNTHETIC = "Synthetic dataset only"
+FLAGS = {"synthetic.size": "--size", "synthetic.images_per_id": "--images-per-id"}
 
 
 def _dataset(name: str) -> str:
@@ -28,65 +29,65 @@ def prepare_cmd(
         help=f"Dataset: {', '.join(DATASETS)}.",
         show_default=False,
     ),
-    root: Path | None = typer.Option(
-        None,
-        help="Dataset folder, release .zip, or (folder) a CSV path,pid,camid,split. "
-        "Default data/raw/DATASET.",
-        show_default=False,
+    root: Path | None = option(PrepareOptions, "root", "--root"),
+    out: Path | None = option(PrepareOptions, "out", "--out"),
+    val_ids: int | None = option(PrepareOptions, "val_ids", "--val-ids"),
+    seed: int | None = option(PrepareOptions, "seed", "--seed"),
+    verify: bool | None = option(PrepareOptions, "verify", "--verify/--no-verify"),
+    strict: bool | None = option(PrepareOptions, "strict", "--strict/--no-strict"),
+    overwrite: bool | None = option(PrepareOptions, "overwrite", "--overwrite/--no-overwrite"),
+    json_out: bool = json_option(),
+    ids: int | None = option(PrepareOptions, "synthetic.ids", "--ids", rich_help_panel=SYNTHETIC),
+    cams: int | None = option(
+        PrepareOptions, "synthetic.cams", "--cams", rich_help_panel=SYNTHETIC
     ),
-    out: Path | None = typer.Option(None, help="Output folder. Default data/DATASET."),
-    val_ids: int = typer.Option(0, min=0, help="Training identities moved to validation."),
-    seed: int = typer.Option(0, help="Seed for the validation draw and the synthetic data."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Decode every image."),
-    strict: bool = typer.Option(
-        False, help="Fail on corrupt images and on counts above the official statistics."
+    images_per_id: int | None = option(
+        PrepareOptions, "synthetic.images_per_id", "--images-per-id", rich_help_panel=SYNTHETIC
     ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a dataset prepared in --out before (reid's files only)."
+    size: str | None = option(
+        PrepareOptions, "synthetic.size", "--size", callback=parse_size, rich_help_panel=SYNTHETIC
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print dataset.json to stdout."),
-    ids: int = typer.Option(100, help="Identities.", rich_help_panel=SYNTHETIC),
-    cams: int = typer.Option(6, help="Cameras.", rich_help_panel=SYNTHETIC),
-    images_per_id: int = typer.Option(8, help="Images per identity.", rich_help_panel=SYNTHETIC),
-    size: str = typer.Option("128x64", help="HEIGHTxWIDTH.", rich_help_panel=SYNTHETIC),
 ) -> None:
     """Prepare a dataset: parse its layout, drop junk, verify images, write the manifest."""
     from rich.console import Console
 
     from reidcli import api
-    from reidcli.data.synthetic import parse_size
 
+    given = {
+        "root": root, "out": out, "val_ids": val_ids, "seed": seed, "verify": verify,
+        "strict": strict, "overwrite": overwrite, "synthetic.ids": ids, "synthetic.cams": cams,
+        "synthetic.images_per_id": images_per_id, "synthetic.size": size,
+    }  # fmt: skip
+    options = build(PrepareOptions, given, FLAGS)
     console = Console(stderr=True)
     with console.status(f"preparing {dataset}"):
-        info = api.prepare(
-            dataset, root, out, val_ids=val_ids, seed=seed, verify=verify, strict=strict,
-            ids=ids, cams=cams, images_per_id=images_per_id, size=parse_size(size),
-            overwrite=overwrite,
-        )  # fmt: skip
-    _render(console, info, out if out is not None else Path("data") / dataset)
+        result = api.prepare(dataset, options)
+    _render(console, result)
     if json_out:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        print_json(result.to_json())
 
 
-def _render(console, info: dict, out: Path) -> None:
+def _render(console, result) -> None:
     """The summary table and notes, on stderr."""
     from rich.table import Table
 
-    table = Table(title=f"{info['dataset']} from {info['root']}")
+    table = Table(title=f"{result.dataset} from {result.root}")
     for column in ("split", "images", "identities", "cameras"):
         table.add_column(column, justify="left" if column == "split" else "right")
-    for split, stats in info["splits"].items():
-        table.add_row(split, *(f"{stats[key]:,}" for key in ("images", "identities", "cameras")))
+    for split, stats in result.splits.items():
+        table.add_row(split, f"{stats.images:,}", f"{stats.identities:,}", f"{stats.cameras:,}")
     console.print(table)
     console.print(
-        f"junk dropped: {info['junk_dropped']:,}; distractors kept in the gallery: "
-        f"{info['distractors_kept']:,}; corrupt images skipped: {len(info['corrupt_skipped'])}; "
-        f"non-image files ignored: {len(info['non_images_ignored'])}"
+        f"junk dropped: {result.junk_dropped:,}; distractors kept in the gallery: "
+        f"{result.distractors_kept:,}; corrupt images skipped: {result.corrupt_skipped}; "
+        f"non-image files ignored: {result.non_images_ignored}"
     )
-    official = info["official"]
-    if official["status"] != "n/a":
-        style = {"complete": "green", "partial": "yellow", "mismatch": "red"}[official["status"]]
-        console.print(f"[{style}]{official['message']}[/{style}]", highlight=False)
-    if info["replaced_files"]:
-        console.print(f"replaced the previous dataset in {out} ({info['replaced_files']} files)")
+    if result.official_status != "n/a":
+        style = {"complete": "green", "partial": "yellow", "mismatch": "red"}[
+            result.official_status
+        ]
+        console.print(f"[{style}]{result.official_message}[/{style}]", highlight=False)
+    out = Path(result.out)
+    if result.replaced_files:
+        console.print(f"replaced the previous dataset in {out} ({result.replaced_files} files)")
     console.print(f"wrote {out / 'manifest.csv'} and {out / 'dataset.json'}")

@@ -6,32 +6,12 @@ from pathlib import Path
 
 import typer
 
+from reidcli.cli.options import SET_HELP
 from reidcli.errors import RecipeError
 
 recipe_app = typer.Typer(
     help="Validate recipes, show them resolved, print their JSON Schema.", no_args_is_help=True
 )
-
-SET_HELP = "Override a recipe value, e.g. --set optim.lr=3e-4 (value parsed as YAML); repeatable."
-
-
-def given_flags(keys: dict[str, str], flags: dict) -> list[str]:
-    """`KEY=VALUE` recipe overrides for the flags that were given (not None), in `keys` order.
-
-    Args:
-        keys: flag name -> the dotted recipe key it sets.
-        flags: flag name -> value (None: not given; enums give their value).
-    """
-    from reidcli.recipe.loading import FlagOverride
-
-    out = []
-    for name, key in keys.items():
-        value = flags.get(name)
-        if value is not None:
-            raw = getattr(value, "value", value)
-            flag = "--" + name.rstrip("_").replace("_", "-")
-            out.append(FlagOverride(f"{key}={json.dumps(raw)}", f"{flag} {raw}"))
-    return out
 
 
 @recipe_app.command("validate")

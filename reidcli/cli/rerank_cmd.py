@@ -6,34 +6,31 @@ import typer
 
 from reidcli.cli.eval_cmd import (
     Distance,
-    _distance_option,
-    _k1_option,
-    _k2_option,
-    _lambda_option,
-    flag_overrides,
-    print_result,
+    distance_option,
+    k1_option,
+    k2_option,
+    lambda_option,
 )
-from reidcli.cli.recipe_cmd import SET_HELP
+from reidcli.cli.options import SET_HELP, build, json_option, option, recipe_overrides
+from reidcli.recipe.options import RerankOptions
 
 
 def rerank_cmd(
     features: Path = typer.Argument(..., help="Features .npz file."),
-    k1: int | None = _k1_option(),
-    k2: int | None = _k2_option(),
-    lambda_: float | None = _lambda_option(),
-    distance: Distance | None = _distance_option(),
-    recipe: Path | None = typer.Option(
-        None, "--recipe", help="Take eval.rerank and eval.distance from this recipe."
-    ),
+    k1: int | None = k1_option(),
+    k2: int | None = k2_option(),
+    lambda_: float | None = lambda_option(),
+    distance: Distance | None = distance_option(),
+    recipe: Path | None = option(RerankOptions, "recipe", "--recipe"),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
-    out: Path | None = typer.Option(
-        None, "--out", help="Write the (Q, G) float32 re-ranked distances to this .npy file."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    out: Path | None = option(RerankOptions, "out", "--out"),
+    as_json: bool = json_option(),
 ) -> None:
     """Re-rank saved features (Zhong et al. 2017) and print the metrics before and after."""
     from reidcli import api
+    from reidcli.cli.metrics_table import render_result
 
-    flags = flag_overrides(k1=k1, k2=k2, lambda_=lambda_, distance=distance)
-    metrics = api.rerank(features, recipe=recipe, overrides=[*flags, *overrides], out=out)
-    print_result(metrics, as_json, title=f"re-ranking of {features.name}")
+    flags = recipe_overrides(rerank_cmd, locals())
+    options = build(RerankOptions, {"recipe": recipe, "out": out})
+    result = api.rerank(features, options, overrides=[*flags, *overrides])
+    render_result(result, as_json, title=f"re-ranking of {features.name}")

@@ -1,85 +1,73 @@
 """`reid train`: train a model from a recipe (also the torchrun entry point)."""
 
-import json
 import os
-import sys
+import signal
 from pathlib import Path
 
 import typer
 
-from reidcli.cli.eval_cmd import Device
-from reidcli.cli.recipe_cmd import SET_HELP
+from reidcli.cli.options import (
+    SET_HELP,
+    build,
+    choices,
+    json_option,
+    option,
+    print_json,
+    quiet_option,
+)
+from reidcli.recipe.options import TrainOptions
+from reidcli.results import METRIC_KEYS
+
+Device = choices(TrainOptions, "device")
 
 
 def train_cmd(
     recipe: Path | None = typer.Argument(
         None, help="Recipe YAML file (with --resume, defaults to RUN_DIR/recipe.yaml)."
     ),
-    out: Path | None = typer.Option(
-        None, "--out", help="Run folder; default runs/<recipe name>-<date>-<time>."
-    ),
+    out: Path | None = option(TrainOptions, "out", "--out"),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
-    resume_from: Path | None = typer.Option(
-        None, "--resume-from", help="Continue from this checkpoint, writing to --out."
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Start over in an --out that holds a run (reid's files only)."
-    ),
-    device: Device = typer.Option("auto", "--device", help="Where to train."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    resume: bool | None = option(TrainOptions, "resume", "--resume/--no-resume"),
+    resume_from: Path | None = option(TrainOptions, "resume_from", "--resume-from"),
+    overwrite: bool | None = option(TrainOptions, "overwrite", "--overwrite/--no-overwrite"),
+    device: Device | None = option(TrainOptions, "device", "--device"),
+    quiet: bool = quiet_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Train a model; `torchrun --nproc_per_node N -m reidcli train RECIPE` runs it distributed."""
     from reidcli import api
     from reidcli.reporting import console_reporter
 
-    result = api.train(
-        recipe,
-        out,
-        overrides=overrides,
-        resume=resume,
-        resume_from=resume_from,
-        device=device.value,
-        reporter=console_reporter(quiet),
-        overwrite=overwrite,
-    )
+    given = {"out": out, "resume": resume, "resume_from": resume_from, "overwrite": overwrite,
+             "device": device}  # fmt: skip
+    options = build(TrainOptions, given)
+    result = api.train(recipe, None, options, overrides=overrides, reporter=console_reporter(quiet))
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    summary = {
-        "run_dir": str(result.run_dir),
-        "status": result.status,
-        "epochs": result.epochs_done,
-        "steps": result.steps,
-        "best": result.best,
-        "last_val": result.last_val,
-    }
     if not quiet:
-        _render(summary)
+        _render(result)
     if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
-    if result.status == "interrupted":
-        from reidcli.engine.interrupt import exit_code
-
-        raise typer.Exit(exit_code(result.signal or "SIGTERM"))
+        print_json(result.to_json(), indent=None)  # one line: the last of torchrun's output
+    if result.status == "interrupted":  # exit as the signal would have: 128 + its number
+        raise typer.Exit(128 + signal.Signals[result.signal or "SIGTERM"])
 
 
-def _render(summary: dict) -> None:
+def _render(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(stderr=True)
-    table = Table(title=f"run {summary['run_dir']} ({summary['status']})")
+    table = Table(title=f"run {result.run_dir} ({result.status})")
     table.add_column("")
     table.add_column("value", justify="right")
-    table.add_row("epochs", str(summary["epochs"]))
-    table.add_row("steps", str(summary["steps"]))
-    best = summary["best"]
-    if best:
-        table.add_row("best epoch (validation mAP)", str(best["epoch"]))
-        for key, value in best.items():
-            if key not in ("epoch", "num_query", "num_skipped"):
-                table.add_row(f"best {key}", f"{100 * value:.2f}%")
+    table.add_row("epochs", str(result.epochs_done))
+    table.add_row("steps", str(result.steps))
+    best = result.best_metrics
+    if best is not None:
+        table.add_row("best epoch (validation mAP)", str(result.best_epoch))
+        for key in METRIC_KEYS:
+            if key not in ("num_query", "num_skipped"):
+                table.add_row(f"best {key}", f"{100 * getattr(best, key):.2f}%")
     else:
         table.add_row("validation", "none (no validation identities)")
     console.print(table)

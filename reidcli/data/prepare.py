@@ -17,42 +17,24 @@ from reidcli.data.manifest import (
     split_stats,
 )
 from reidcli.data.synthetic import SyntheticSpec, write_synthetic
-from reidcli.errors import DatasetError, UsageError
-from reidcli.recipe.base import MAX_SEED
+from reidcli.errors import DatasetError
+from reidcli.recipe.options import PrepareOptions
 from reidcli.outputs import OutputFolder
 
 log = logging.getLogger(__name__)
 SHOWN = 10
 
 
-def prepare(
-    dataset: str,
-    root: str | Path | None = None,
-    out: str | Path | None = None,
-    *,
-    val_ids: int = 0,
-    seed: int = 0,
-    verify: bool = True,
-    strict: bool = False,
-    synthetic: SyntheticSpec | None = None,
-    workers: int | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Prepare a dataset: write `manifest.csv` and `dataset.json` into `out`.
+def prepare(dataset: str, options: PrepareOptions) -> dict:
+    """Prepare a dataset: write `manifest.csv` and `dataset.json` into the output folder.
 
     Args:
         dataset: a name from `LAYOUTS`.
-        root: the dataset folder (or the release `.zip`, or a CSV for `folder`);
-            default `data/raw/DATASET`; unused for `synthetic`.
-        out: output folder; default `data/DATASET`. Nothing is written outside it, and it must
-            be new, empty, or a folder `reid prepare` wrote (see `reidcli.outputs`).
-        val_ids: training identities moved to a validation query/gallery pair.
-        seed: seed for the validation draw (and, for `synthetic`, the default generator seed).
-        verify: decode every image; corrupt ones are listed and skipped.
-        strict: fail on corrupt images and on counts that contradict the official statistics.
-        synthetic: what to generate for `synthetic` (default `SyntheticSpec(seed=seed)`).
-        workers: processes for verification (default 1).
-        overwrite: replace a dataset prepared in `out` before (only the files reid wrote).
+        options: where it comes from and goes (`root`: the dataset folder, the release `.zip`
+            or a CSV for `folder`, default `data/raw/DATASET`, unused for `synthetic`; `out`:
+            default `data/DATASET`, which must be new, empty or a folder `reid prepare` wrote,
+            see `reidcli.outputs`), the validation identities, the checks, and what
+            `synthetic` generates.
 
     Returns:
         The dataset description also written to `dataset.json`; `replaced_files` counts the
@@ -64,22 +46,18 @@ def prepare(
             dataset and `overwrite` is not set.
     """
     layout = get_layout(dataset)
-    if not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
-    if val_ids < 0:
-        raise UsageError(f"--val-ids must be >= 0, got {val_ids}")
-    out = Path(out if out is not None else Path("data") / dataset).absolute()
+    out = Path(options.out if options.out is not None else Path("data") / dataset).absolute()
     spec = None
     if dataset == "synthetic":
-        spec = synthetic or SyntheticSpec(seed=seed)
+        spec = SyntheticSpec.from_options(options.synthetic, options.seed)
         spec.check(out.parent)
-    source = Path(root if root is not None else Path("data") / "raw" / dataset).absolute()
+    root = options.root if options.root is not None else Path("data") / "raw" / dataset
     adopt = (MANIFEST, INFO)  # what reid prepare wrote before folders carried a record
-    with OutputFolder.open(out, "dataset", overwrite=overwrite, adopt=adopt) as folder:
-        return _prepare_into(folder, layout, source, spec, val_ids, seed, verify, strict, workers)
+    with OutputFolder.open(out, "dataset", overwrite=options.overwrite, adopt=adopt) as folder:
+        return _prepare_into(folder, layout, Path(root).absolute(), spec, options)
 
 
-def _prepare_into(folder, layout, source, spec, val_ids, seed, verify, strict, workers) -> dict:
+def _prepare_into(folder, layout, source, spec, options: PrepareOptions) -> dict:
     """The body of `prepare`, writing into the claimed output folder."""
     out, replaced = folder.path, len(folder.previous)
     if spec is not None:
@@ -92,12 +70,13 @@ def _prepare_into(folder, layout, source, spec, val_ids, seed, verify, strict, w
     else:
         scan = _scan(layout, source, folder)
     df, dropped = build_manifest(scan.records)
-    corrupt = verify_images(df.path.tolist(), workers) if verify else []
+    verify, strict, val_ids, seed = options.verify, options.strict, options.val_ids, options.seed
+    corrupt = verify_images(df.path.tolist(), options.workers) if verify else []
     if corrupt:
         listing = "; ".join(f"{path}: {reason}" for path, reason in corrupt[:SHOWN])
         message = f"{len(corrupt)} images cannot be decoded: {listing}"
         if strict:
-            raise DatasetError(message + " (--strict)")
+            raise DatasetError(message + " (strict)")
         log.warning("%s; skipped", message)
         df = df[~df.path.isin({path for path, _ in corrupt})].reset_index(drop=True)
     for split in ("train", "query", "gallery"):
@@ -107,7 +86,7 @@ def _prepare_into(folder, layout, source, spec, val_ids, seed, verify, strict, w
     stats = split_stats(df)
     official = check_official(layout, stats)
     if strict and official["status"] == "mismatch":
-        raise DatasetError(official["message"] + " (--strict)")
+        raise DatasetError(official["message"] + " (strict)")
     df = carve_validation(df, val_ids, seed)
     if val_ids:
         check_query_gallery(df, "val_query", "val_gallery")

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from reidcli.errors import OutputError, UsageError
 from reidcli.recipe.base import MAX_SEED
+from reidcli.recipe.options import SyntheticOptions
 
 SHIRTS = [(200, 30, 30), (30, 60, 170), (240, 240, 235), (25, 25, 25), (40, 140, 60),
           (240, 200, 40), (130, 40, 150), (250, 130, 30), (120, 120, 125), (90, 170, 220),
@@ -26,8 +27,6 @@ TROUSERS = [(30, 40, 80), (20, 20, 22), (110, 110, 115), (200, 185, 150), (95, 6
 SKINS = [(245, 210, 180), (225, 180, 140), (190, 140, 100), (140, 95, 60), (95, 65, 45)]
 HAIRS = [(20, 15, 10), (70, 45, 25), (150, 110, 60), (210, 180, 120), (130, 130, 130)]
 PATTERNS = ("solid", "hstripes", "vstripes", "checks", "logo")
-# Bounds of what `reid prepare synthetic` generates: a test dataset, not an allocation bomb.
-MAX_IDS, MAX_IMAGES_PER_ID, MAX_SIDE = 100_000, 1_000, 2_048
 JPEG_BYTES_PER_PIXEL = 0.6  # quality-90 JPEG of these drawings, generously (about 0.25 measured)
 
 
@@ -56,30 +55,22 @@ class SyntheticSpec:
     junk_share: float = 0.15
     distractor_share: float = 0.1
 
+    @classmethod
+    def from_options(cls, options: SyntheticOptions, seed: int) -> "SyntheticSpec":
+        """The spec of `reid prepare synthetic`'s options."""
+        height, width = options.size
+        return cls(options.ids, options.cams, options.images_per_id, height, width, seed)
+
     def check(self, folder: Path | None = None) -> None:
-        """Raise UsageError when the numbers cannot make a usable dataset, or when its images
-        would not fit in memory or, estimated, on the disk holding `folder`."""
-        problems = []
-        if not 2 <= self.ids <= MAX_IDS:
-            problems.append(
-                f"--ids must be in 2..{MAX_IDS:,} (train and test both need identities), "
-                f"got {self.ids}"
-            )
-        if not 2 <= self.cams <= 99:
-            problems.append(f"--cams must be in 2..99, got {self.cams}")
-        if not 4 <= self.images_per_id <= MAX_IMAGES_PER_ID:
-            problems.append(
-                f"--images-per-id must be in 4..{MAX_IMAGES_PER_ID}, got {self.images_per_id}"
-            )
-        if not (16 <= self.height <= MAX_SIDE and 8 <= self.width <= MAX_SIDE):
-            problems.append(
-                f"--size must be between 16x8 and {MAX_SIDE}x{MAX_SIDE}, "
-                f"got {self.height}x{self.width}"
-            )
+        """Raise a usage error when the numbers cannot make a usable dataset (the bounds of
+        `SyntheticOptions`), or when its images would not fit, estimated, on the disk holding
+        `folder`."""
+        SyntheticOptions.build(
+            ids=self.ids, cams=self.cams, images_per_id=self.images_per_id,
+            size=(self.height, self.width),
+        )  # fmt: skip
         if not 0 <= self.seed <= MAX_SEED:
-            problems.append(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
-        if problems:
-            raise UsageError("; ".join(problems))
+            raise UsageError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         if folder is not None:
             self._check_disk(folder)
 
@@ -93,21 +84,6 @@ class SyntheticSpec:
                 f"about {images:,.0f} images of {self.height}x{self.width} need about "
                 f"{need / 2**30:.2f} GiB, but {existing} has {free / 2**30:.2f} GiB free"
             )
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse `HEIGHTxWIDTH` (e.g. `128x64`).
-
-    Raises:
-        UsageError: not two positive integers.
-    """
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"size must be HEIGHTxWIDTH, e.g. 128x64; got {text!r}") from None
-    if height < 1 or width < 1:
-        raise UsageError(f"size must have positive sides, got {text!r}")
-    return height, width
 
 
 def _jitter(rng: np.random.Generator, colour: tuple, amount: int = 18) -> tuple[int, ...]:

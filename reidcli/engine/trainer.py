@@ -1,12 +1,13 @@
 """The training loop: epochs of identity batches, validation, checkpoints, exact resume."""
 
-import contextlib
 import json
 import logging
-from dataclasses import dataclass, field
+import os
+import time
 from pathlib import Path
 
 from reidcli.data.loaders import build_train_loader, clean_errors
+from reidcli.devices import check_device
 from reidcli.engine.checkpoint import (
     check_resume_recipe,
     load_checkpoint,
@@ -16,6 +17,7 @@ from reidcli.engine.checkpoint import (
 from reidcli.engine.data import images_and_labels, load_run_data
 from reidcli.engine.interrupt import StopRequest
 from reidcli.engine.progress import EpochProgress
+from reidcli.engine.run_folder import LOG_FOLDERS, run_folder, trim_metrics
 from reidcli.engine.runtime import (
     Runtime,
     peak_memory_mb,
@@ -27,59 +29,62 @@ from reidcli.engine.setup import RunParts, build_parts, check_runtime_options, w
 from reidcli.engine.step import NonFiniteLoss, TrainStep
 from reidcli.engine.tracker import Tracker
 from reidcli.engine.validate import validate
-from reidcli.errors import TrainingError
-from reidcli.outputs import OutputFolder, remove_stale_temporaries
+from reidcli.errors import RecipeError, TrainingError
+from reidcli.outputs import OutputFolder
 from reidcli.recipe import Recipe
+from reidcli.recipe.options import TrainOptions
 from reidcli.reporting import Reporter
+from reidcli.results import TrainResult
 
 log = logging.getLogger(__name__)
 
-# What `reid train` writes into a run folder (epoch_NNN.pt as well); what an earlier reid wrote
-# there before run folders carried a record.
-RUN_FILES = ("recipe.yaml", "env.json", "metrics.jsonl", "last.pt", "best.pt")
-EARLIER_RUN_FILES = (*RUN_FILES, "epoch_*.pt", "eval*.json")
-LOG_FOLDERS = ("tensorboard", "wandb")  # written by those libraries; recorded at each checkpoint
-RUN_HINT = (
-    "continue it with --resume, or pass --overwrite to start over (only the files reid wrote "
-    "there are removed)"
-)
+
+def start_training(recipe, options: TrainOptions, overrides, reporter) -> TrainResult:
+    """`reid train`: the recipe resolved and the run folder chosen (see `reidcli.api.train`).
+
+    A torchrun restart (`TORCHELASTIC_RESTART_COUNT` > 0) continues the run folder from its
+    last.pt as if `resume` were given; `resume` reads the run's own recipe.yaml when no recipe
+    is given.
+    """
+    from reidcli.recipe import load_recipe, override_recipe
+
+    check_device(options.device)
+    resume, out = options.resume, options.out
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts and not resume and options.resume_from is None and out is not None:
+        # torchrun --max-restarts restarted the group after a rank died: continue the run.
+        resume = (Path(out) / "last.pt").is_file()
+        if resume:
+            log.warning("torchrun restart %d: continuing %s from its last.pt", restarts, out)
+    resume_from = options.resume_from
+    if resume:
+        if out is None:
+            raise RecipeError("resume continues a run folder: give it (out, --out RUN_DIR)")
+        resume_from = str(Path(out) / "last.pt")
+        if not Path(resume_from).is_file():
+            raise RecipeError(f"resume: {resume_from} does not exist")
+        recipe = recipe if recipe is not None else Path(out) / "recipe.yaml"
+    if recipe is None:
+        raise RecipeError("missing recipe: reid train RECIPE [--out RUN_DIR]")
+    if isinstance(recipe, Recipe):
+        resolved, name = override_recipe(recipe, overrides), recipe.model.name
+    else:
+        resolved, name = load_recipe(recipe, overrides), Path(recipe).stem
+    if out is None:
+        out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    update = {"out": out, "resume": False, "resume_from": resume_from}
+    return train(resolved, options.model_copy(update=update), reporter)
 
 
-@dataclass
-class TrainResult:
-    """What a `train` call did."""
-
-    run_dir: Path
-    status: str  # completed | interrupted
-    epochs_done: int
-    steps: int
-    best: dict = field(default_factory=dict)  # best validation metrics with their epoch
-    last_val: dict = field(default_factory=dict)
-    signal: str | None = None
-
-
-class Interrupted(TrainingError):
-    """Raised internally when a stop was requested; the checkpoint is already written."""
-
-
-def train(
-    recipe: Recipe,
-    out_dir: str | Path,
-    *,
-    resume_from: str | Path | None = None,
-    device: str = "auto",
-    reporter: Reporter | None = None,
-    overwrite: bool = False,
-) -> TrainResult:
+def train(recipe: Recipe, options: TrainOptions, reporter: Reporter | None = None) -> TrainResult:
     """Train a model as the recipe describes, writing a run folder.
 
     Args:
         recipe: the validated recipe.
-        out_dir: the run folder (recipe.yaml, env.json, metrics.jsonl, last.pt, best.pt).
-        resume_from: a checkpoint to continue from.
-        device: auto, cpu or cuda.
+        options: `out` the run folder (recipe.yaml, env.json, metrics.jsonl, last.pt, best.pt),
+            `resume_from` a checkpoint to continue from, `device`, `overwrite` (start over in
+            a folder that holds a run; its recorded files are removed).
         reporter: where progress goes (rank 0 only); silent when None.
-        overwrite: start over in a folder that holds a run (its recorded files are removed).
 
     Raises:
         TrainingError: a non-finite loss, a refused resume.
@@ -87,16 +92,19 @@ def train(
             or `overwrite`). InUseError: another process is writing the run folder.
         DatasetError: the prepared dataset is missing or an image cannot be read.
     """
-    run_dir = Path(out_dir)
+    run_dir = Path(options.out or ".")
+    resume_from = options.resume_from
     cfg = recipe.train
-    runtime = Runtime.from_env(device, cfg.amp, cfg.channels_last, cfg.seed, cfg.deterministic)
+    runtime = Runtime.from_env(
+        options.device, cfg.amp, cfg.channels_last, cfg.seed, cfg.deterministic
+    )
     try:
         check_runtime_options(recipe, runtime)
         state = None
         if resume_from is not None:
             state = load_checkpoint(resume_from)
             check_resume_recipe(saved_recipe(state, resume_from), recipe)
-        with _run_folder(run_dir, runtime, resume_from is not None, overwrite) as folder:
+        with run_folder(run_dir, runtime, resume_from is not None, options.overwrite) as folder:
             trainer = _build_trainer(recipe, run_dir, runtime, reporter, folder)
             if state is not None:
                 trainer.restore(state)
@@ -113,26 +121,6 @@ def train(
             return trainer.fit()
     finally:
         runtime.close()
-
-
-@contextlib.contextmanager
-def _run_folder(run_dir: Path, runtime: Runtime, resuming: bool, overwrite: bool):
-    """The run folder, claimed and locked by the main rank (the only one that writes it)."""
-    if not runtime.is_main:
-        yield None
-        return
-    if resuming and overwrite:
-        raise TrainingError("--overwrite starts a run over; it does not combine with --resume")
-    with OutputFolder.open(
-        run_dir, "run", overwrite=overwrite, keep=resuming, adopt=EARLIER_RUN_FILES,
-        hint=RUN_HINT,
-    ) as folder:  # fmt: skip
-        folder.clear_previous()  # --overwrite: the old run's files go before the new run starts
-        names = [*RUN_FILES, *(p.name for p in run_dir.glob("epoch_*.pt"))]
-        for stale in remove_stale_temporaries(run_dir, names):
-            log.warning("removed %s, left by a write that was killed", stale.name)
-        folder.own(*RUN_FILES)
-        yield folder
 
 
 def _build_trainer(recipe, run_dir, runtime, reporter, folder) -> "Trainer":
@@ -153,38 +141,8 @@ def _build_trainer(recipe, run_dir, runtime, reporter, folder) -> "Trainer":
     return Trainer(recipe, run_dir, runtime, parts, data, loader, reporter, folder)
 
 
-def trim_metrics(path: Path, step: int, epoch: int) -> int:
-    """Drop the records of `metrics.jsonl` written after the checkpoint a run resumes from.
-
-    A record belongs to the resumed state when its step is earlier, or equal with its epoch
-    not beyond the checkpoint's (a kill between an epoch's record and its checkpoint leaves an
-    epoch record at the checkpoint's step + the epoch's steps). A torn last line is dropped.
-
-    Returns:
-        The number of records dropped.
-    """
-    if not path.is_file():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-            keep = record["step"] < step or (
-                record["step"] == step and record.get("epoch", 0) <= epoch
-                if record.get("kind") in ("epoch", "val")
-                else record["step"] <= step
-            )
-        except (ValueError, KeyError, TypeError):
-            keep = False
-        if keep:
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        from reidcli.outputs import write_text_atomic
-
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
-    return dropped
+class Interrupted(TrainingError):
+    """Raised internally when a stop was requested; the checkpoint is already written."""
 
 
 class Trainer:
@@ -298,8 +256,9 @@ class Trainer:
         finally:
             tracker.close()
         return TrainResult(
-            self.run_dir, status, self.epoch, self.step, self.best, self.last_val, signal_name
-        )
+            str(self.run_dir), status, self.epoch, self.step, self.best, self.last_val,
+            signal_name,
+        )  # fmt: skip
 
     def _run_epoch(self, tracker: Tracker, progress: EpochProgress, stop: StopRequest) -> None:
         cfg, parts = self.recipe.train, self.parts

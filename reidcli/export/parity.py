@@ -14,9 +14,6 @@ import numpy as np
 
 from reidcli.errors import ParityError
 
-FP32_TOLERANCE = (1e-4, 0.9999)  # max abs difference, min per-sample cosine
-FP16_TOLERANCE = (1e-2, 0.999)
-
 
 @dataclass(frozen=True)
 class BatchParity:

@@ -6,12 +6,9 @@ Exporter failures are turned into an `ExportError` that names the operator, neve
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
-import os
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,37 +200,19 @@ def _describe(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet():
-    """Keep exporter chatter off the terminal: progress prints, deprecation warnings, info logs,
-    and the graph dump torch's legacy exporter writes from C++ when it fails."""
+    """Keep exporter chatter out of the user's output through the exporters' own switches:
+    their loggers at ERROR and their warnings ignored for the duration. Nothing of the
+    process is touched (no file descriptor or global stream is redirected), so the caller's
+    other threads print as usual; what torch's C++ code prints itself (the legacy exporter
+    dumps its graph when it fails) still reaches the terminal."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), _silenced_fds():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _silenced_fds():
-    """Point file descriptors 1 and 2 (and sys.stdout) at /dev/null for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)

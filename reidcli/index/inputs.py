@@ -51,20 +51,3 @@ def load_rows(path: str | Path, side: str) -> tuple[Rows, str | None]:
         paths = np.asarray([f"{path.name}:{i}" for i in range(len(feats))], dtype=object)
     paths = np.asarray(paths, dtype=str).astype(object)
     return Rows(feats, paths, arrays[f"{prefix}pids"], arrays[f"{prefix}camids"]), distance
-
-
-def embed_queries(model, images, device: str, reporter) -> tuple[Rows, str | None]:
-    """Image queries embedded by a checkpoint or export, as `reid embed` would, and the
-    distance the model's recipe evaluates with (None for an export)."""
-    from reidcli.engine.embed import collect_inputs, load_runner, run_images
-    from reidcli.reporting import Reporter
-
-    items = (images,) if isinstance(images, str | Path) else tuple(images)
-    runner, (batch, workers, distance) = load_runner(model, device, None, None)
-    paths = collect_inputs(items)
-    feats, kept, skipped = run_images(runner, paths, batch, workers, False, reporter or Reporter())
-    for item in skipped:
-        log.warning("skipped unreadable image: %s", item["error"])
-    n = len(kept)
-    unknown = np.full(n, UNKNOWN, np.int64)
-    return Rows(feats, np.asarray(kept, dtype=object), unknown, unknown.copy()), distance

@@ -19,9 +19,10 @@ from reidcli.metrics.features import Features, Labels, check_scorable
 from reidcli.metrics.rank import MAX_RANK, GalleryIndex, QueryScores, score_block, summarize
 from reidcli.metrics.rank import top_k as ranked_top_k
 from reidcli.recipe.run import Eval
+from reidcli.results import METRIC_KEYS
 
-# Keys of the documented JSON result (also under "reranked"); the one definition.
-PUBLIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_query", "num_skipped")
+# Keys of the documented JSON result (also under "reranked"), defined with the results.
+PUBLIC_KEYS = METRIC_KEYS
 
 
 @dataclass(frozen=True)
@@ -87,21 +88,20 @@ def run_evaluation(
     features: Features,
     cfg: Eval,
     *,
-    seed: int = 0,
     top_k: int = 0,
     rerank_out: str | Path | None = None,
 ) -> Evaluation:
     """Evaluate embeddings with the options of a recipe's `eval` section.
 
-    Uses `cfg.distance`, `cfg.ranks`, `cfg.protocol`, and `cfg.query_expansion` (applied before
-    scoring) and `cfg.rerank` (reported under `reranked`) when enabled. The work is chunked
+    Uses `cfg.distance`, `cfg.ranks`, `cfg.protocol` with `cfg.seed`, and
+    `cfg.query_expansion` (applied before scoring) and `cfg.rerank` (reported under
+    `reranked`) when enabled. The work is chunked
     over queries, so MSMT17-sized problems fit in memory.
 
     Args:
         features: Validated query and gallery embeddings and labels (`as_features`,
             `load_features`).
         cfg: The evaluation options.
-        seed: Seed of the CUHK03 gallery draws.
         top_k: When > 0, also keep each query's top-k gallery indices of the final ranking.
         rerank_out: When re-ranking, also write the (Q, G) float32 re-ranked distances to this
             `.npy` file, block by block.
@@ -124,7 +124,7 @@ def run_evaluation(
         qf = expand_queries(qf, gf, k=qe.k, alpha=qe.alpha)
 
     def new_rng():
-        return np.random.default_rng(seed) if cfg.protocol == "cuhk03" else None
+        return np.random.default_rng(cfg.seed) if cfg.protocol == "cuhk03" else None
 
     rr = cfg.rerank
     if rr.enabled:
@@ -160,7 +160,7 @@ def _check_rerank(rr, items: int) -> None:
         )
 
 
-def evaluate_features(features: Features, cfg: Eval | None = None, *, seed: int = 0) -> dict:
+def evaluate_features(features: Features, cfg: Eval | None = None) -> dict:
     """Market-1501 (or CUHK03 classic) metrics of query and gallery embeddings.
 
     Args:
@@ -168,7 +168,6 @@ def evaluate_features(features: Features, cfg: Eval | None = None, *, seed: int 
             torch tensors (any device, any float dtype).
         cfg: The recipe's `eval` section; None for the schema's defaults (cosine, ranks 1, 5,
             10, 20, Market protocol, no re-ranking, no query expansion).
-        seed: Seed of the CUHK03 gallery draws.
 
     Returns:
         `rank{k}`, `mAP`, `mINP`, `num_query` (queries used), `num_skipped`, `cmc` (curve to
@@ -176,14 +175,4 @@ def evaluate_features(features: Features, cfg: Eval | None = None, *, seed: int 
         when enabled; and under `reranked` the same metrics of the re-ranked distances, with
         `params` (k1, k2, lambda), when re-ranking is enabled.
     """
-    return run_evaluation(features, Eval() if cfg is None else cfg, seed=seed).metrics
-
-
-def public_metrics(metrics: dict) -> dict:
-    """The documented JSON result: PUBLIC_KEYS, and the same under `reranked` when present."""
-    out = {k: metrics[k] for k in PUBLIC_KEYS if k in metrics}
-    if "reranked" in metrics:
-        out["reranked"] = {
-            k: metrics["reranked"][k] for k in PUBLIC_KEYS if k in metrics["reranked"]
-        }
-    return out
+    return run_evaluation(features, Eval() if cfg is None else cfg).metrics

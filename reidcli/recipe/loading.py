@@ -22,6 +22,19 @@ if TYPE_CHECKING:
     from reidcli.recipe.schema import Recipe
 
 Loc = tuple[str | int, ...]
+# Recipe overrides: `KEY=VALUE` strings as `--set` takes them, or a {dotted key: value} mapping.
+Overrides = typing.Sequence[str] | typing.Mapping[str, Any]
+
+
+def as_overrides(overrides: Overrides) -> list[str]:
+    """`KEY=VALUE` strings from strings or a {dotted key: value} mapping (values as JSON)."""
+    import json
+
+    if isinstance(overrides, typing.Mapping):
+        return [f"{key}={json.dumps(value, default=str)}" for key, value in overrides.items()]
+    if isinstance(overrides, str):
+        raise RecipeError(f"overrides must be a list of KEY=VALUE strings, got {overrides!r}")
+    return list(overrides)
 
 
 def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Recipe:

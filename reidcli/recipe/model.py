@@ -39,7 +39,7 @@ MIN_INPUT_SIDE = {name: 1 for name in MODELS} | {
 class Model(Section):
     """Which network to build and where its initial weights come from."""
 
-    name: ModelName = "lmbn_n"
+    name: ModelName = Field("lmbn_n", description="catalog model")
     feats: int = Field(512, gt=0, le=65536, description="width of each embedding branch")
     pretrained: str = Field(
         "none",

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from reidcli.devices import Device
 from reidcli.recipe.base import MAX_SEED, Section
 
 
@@ -62,18 +63,24 @@ class Train(Section):
 class Rerank(Section):
     """k-reciprocal re-ranking (Zhong et al. 2017)."""
 
-    enabled: bool = False
-    k1: int = Field(20, ge=1)
-    k2: int = Field(6, ge=1)
-    lambda_: float = Field(0.3, ge=0, le=1, alias="lambda")
+    enabled: bool = Field(False, description="k-reciprocal re-ranking")
+    k1: int = Field(20, ge=1, description="re-ranking k1 (reciprocal neighbours)")
+    k2: int = Field(6, ge=1, description="re-ranking k2 (query expansion neighbours)")
+    lambda_: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        alias="lambda",
+        description="re-ranking λ (weight of the original distance)",
+    )
 
 
 class QueryExpansion(Section):
     """α-weighted average query expansion over the top-k gallery neighbours."""
 
-    enabled: bool = False
-    k: int = Field(5, ge=1)
-    alpha: float = Field(3.0, ge=0)
+    enabled: bool = Field(False, description="αQE before scoring")
+    k: int = Field(5, ge=1, description="αQE neighbours")
+    alpha: float = Field(3.0, ge=0, description="αQE α")
 
 
 class Eval(Section):
@@ -84,7 +91,7 @@ class Eval(Section):
     normalize: Literal["none", "per_branch", "whole"] = Field(
         "per_branch", description="L2 normalisation of the embedding (LightMBN: per branch)"
     )
-    distance: Literal["cosine", "euclidean"] = "cosine"
+    distance: Literal["cosine", "euclidean"] = Field("cosine", description="distance")
     ranks: tuple[int, ...] = (1, 5, 10, 20)
     protocol: Literal["market", "cuhk03"] = Field(
         "market", description="cuhk03: classic single-gallery-shot protocol (10 seeded repeats)"
@@ -103,13 +110,79 @@ class Eval(Section):
         return tuple(sorted(set(value)))
 
 
+# Parity of an exported file with the PyTorch model: (max abs difference, min per-sample
+# cosine), for fp32 files and for --fp16 ones.
+FP32_TOLERANCE = (1e-4, 0.9999)
+FP16_TOLERANCE = (1e-2, 0.999)
+ExportFormat = Literal["onnx", "torchscript"]
+
+
 class Export(Section):
-    formats: tuple[Literal["onnx", "torchscript"], ...] = ("onnx",)
-    opset: int = Field(
-        18, ge=11, description="ONNX opset (the dynamo exporter writes 18+; legacy below)"
+    """`reid export`: the formats written, their input contract and the parity check."""
+
+    formats: tuple[ExportFormat, ...] = Field(
+        ("onnx",), description="formats to write (onnx, torchscript; repeat --format for more)"
     )
-    dynamic_batch: bool = True
-    atol: float = Field(1e-4, gt=0, description="parity tolerance against the PyTorch model")
+    opset: int = Field(
+        18, ge=11, le=30, description="ONNX opset (the dynamo exporter writes 18+; legacy below)"
+    )
+    static_batch: int | None = Field(
+        None, ge=1, le=4096, description="fix the ONNX batch size (default: dynamic)"
+    )
+    fp16: bool = Field(False, description="float16 weights and arithmetic")
+    include_preprocessing: bool = Field(
+        False, description="take uint8 RGB; scale and normalise in the graph"
+    )
+    check: bool = Field(True, description="parity check against the PyTorch model")
+    atol: float | None = Field(
+        None,
+        gt=0,
+        description=f"max abs difference allowed (default {FP32_TOLERANCE[0]}; "
+        f"{FP16_TOLERANCE[0]} with fp16)",
+    )
+    min_cos: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=f"min per-sample cosine (default {FP32_TOLERANCE[1]}; {FP16_TOLERANCE[1]} "
+        "with fp16)",
+    )
+    exporter: Literal["auto", "dynamo", "legacy"] = Field(
+        "auto", description="ONNX exporter: auto (dynamo, legacy where it fails)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_layout(cls, value):
+        # Recipes saved before `static_batch` had `dynamic_batch: true|false` (false: batch 1).
+        if isinstance(value, dict) and "dynamic_batch" in value:
+            value = dict(value)
+            if not value.pop("dynamic_batch"):
+                value.setdefault("static_batch", 1)
+        return value
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _options_of_the_formats(self) -> "Export":
+        if not self.formats:
+            raise ValueError("give at least one format")
+        if self.static_batch is not None and "torchscript" in self.formats:
+            raise ValueError(
+                "static_batch applies to ONNX; a TorchScript file takes any batch size"
+            )
+        return self
+
+    def tolerance(self) -> tuple[float, float]:
+        """(atol, min_cos) of the parity check: as given, else the defaults of the precision."""
+        default = FP16_TOLERANCE if self.fp16 else FP32_TOLERANCE
+        return (
+            self.atol if self.atol is not None else default[0],
+            self.min_cos if self.min_cos is not None else default[1],
+        )
 
 
 BenchBackend = Literal["torch", "torchscript", "onnxruntime"]
@@ -136,7 +209,7 @@ class Bench(Section):
     backend: tuple[BenchBackend, ...] = Field(
         ("torch",), description="eval mode: torch, torchscript and/or onnxruntime"
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = Field("auto", description="where the model runs")
     threads: int | None = Field(
         None, gt=0, le=1024, description="intra-op threads (default: torch's)"
     )

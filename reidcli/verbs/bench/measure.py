@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reidcli.bench.compare import SCHEMA_VERSION, add_speedups
-from reidcli.bench.system import environment
 from reidcli.engine.runtime import peak_memory_mb, reset_peak_memory
 from reidcli.recipe import Recipe
+from reidcli.recipe.loading import as_overrides
 from reidcli.reporting import Reporter
+from reidcli.verbs.bench.compare import SCHEMA_VERSION, add_speedups
+from reidcli.verbs.bench.system import environment
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,21 @@ def _not_applicable(setting: Setting, cuda: bool) -> str | None:
     if setting.backend == "onnxruntime" and setting.channels_last:
         return "not applicable: ONNX Runtime chooses its own memory layout"
     return None
+
+
+def measure(recipe, model: str | None, overrides: list[str], quick: bool, reporter) -> dict:
+    """See `reidcli.api.bench`: the recipe resolved with the preset and overrides, measured."""
+    from reidcli.recipe import Recipe as RecipeModel
+    from reidcli.recipe import load_recipe, override_recipe
+
+    changes = as_overrides(QUICK) if quick else []  # the preset, then what the caller gives
+    changes += [f"model.name={model}"] if model is not None else []
+    changes += overrides
+    if isinstance(recipe, RecipeModel):
+        resolved = override_recipe(recipe, changes)
+    else:
+        resolved = load_recipe(recipe, changes)
+    return run_bench(resolved, reporter)
 
 
 def run_bench(recipe: Recipe, reporter: Reporter | None = None) -> dict:
@@ -334,8 +350,8 @@ def _torchscript(recipe, fp16: bool, fmt, example, device) -> Callable:
 
 
 def _onnxruntime(recipe, fp16: bool, device, folder: Path) -> Callable:
-    from reidcli.export.runners import open_onnx
     from reidcli.export.writers import export_onnx, require_onnxruntime
+    from reidcli.inference.runners import open_onnx
 
     require_onnxruntime()
     graph = _graph(recipe, _build(recipe).eval(), fp16=fp16)

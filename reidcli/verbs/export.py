@@ -1,5 +1,8 @@
 """`reid export`: a checkpoint to ONNX / TorchScript files, checked against the PyTorch model.
 
+The formats and their options are the recipe's `export` section (`reidcli.recipe.run.Export`):
+a new option is a field there, read here from `rec.export`.
+
 Each file is written under a temporary name beside its destination, checked, given its metadata,
 then renamed into place: a failed export or parity check leaves the destination as it was.
 """
@@ -27,17 +30,18 @@ from reidcli.export.metadata import (
     write_onnx_metadata,
     write_sidecar,
 )
-from reidcli.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, check_parity, failure_message
-from reidcli.export.runners import open_onnx, open_torchscript
+from reidcli.export.parity import check_parity, failure_message
 from reidcli.export.writers import (
-    EXPORTERS,
     export_onnx,
     require_onnx,
     require_onnxruntime,
     save_torchscript,
     trace_torchscript,
 )
+from reidcli.inference.runners import open_onnx, open_torchscript
 from reidcli.outputs import atomic_path, check_output_file
+from reidcli.recipe.options import ExportOptions
+from reidcli.results import ExportedFile, ExportResult, ParityReport
 
 log = logging.getLogger(__name__)
 
@@ -47,73 +51,68 @@ TRACE_BATCH = 2  # dynamic-batch graphs are traced at 2 and checked at 1 and 7
 CHECK_BATCHES = (1, 7)
 
 
-def export_model(
-    target=None,
-    *,
-    formats=None,
-    out=None,
-    opset=None,
-    static_batch=None,
-    fp16=False,
-    include_preprocessing=False,
-    check=True,
-    atol=None,
-    min_cos=None,
-    recipe=None,
-    exporter="auto",
-    runs_dir="runs",
-) -> dict:
+def export(target, options: ExportOptions, overrides: list[str]) -> ExportResult:
     """See `reidcli.api.export`."""
-    from reidcli.engine.inference import find_checkpoint, load_trained_model
+    from reidcli.inference.checkpoints import find_checkpoint, load_trained_model
 
-    formats = _formats(formats)
-    _check_options(formats, out, static_batch, atol, min_cos, opset, exporter)
-    checkpoint = find_checkpoint(target, runs_dir)
-    model, rec = load_trained_model(checkpoint, recipe)
-    if not formats:
-        formats = rec.export.formats
-        _check_options(formats, out, static_batch, atol, min_cos, opset, exporter)
-    if "onnx" in formats:
+    checkpoint = find_checkpoint(target, options.runs_dir)
+    model, trained = load_trained_model(checkpoint, options.recipe)
+    rec = _with_overrides(trained, overrides, checkpoint)
+    cfg = rec.export
+    if options.out is not None and len(cfg.formats) > 1:
+        raise RecipeError("out names one file: export one format at a time")
+    if not 11 <= cfg.opset <= max_opset():
+        raise RecipeError(
+            f"opset must be in 11..{max_opset()} (torch.onnx's range), got {cfg.opset}"
+        )
+    if "onnx" in cfg.formats:
         require_onnx()
-        if check:
+        if cfg.check:
             require_onnxruntime()
-    model = model.float().cpu().eval()
-    dynamic = static_batch is None and rec.export.dynamic_batch
-    batch = None if dynamic else (static_batch or 1)
-    data = rec.data
-    size = (data.height, data.width)
-    contract = InputContract(size, data.mean, data.std, include_preprocessing, batch)
-    default_tol = FP16_TOLERANCE if fp16 else (rec.export.atol, FP32_TOLERANCE[1])
-    pool, sources, inputs_from = sample_images(rec, size, max(*CHECK_BATCHES, batch or 1))
-    job = ExportJob(
-        model=model,
-        recipe=rec,
-        contract=contract,
-        checkpoint=checkpoint,
-        sha256=file_sha256(checkpoint),
-        opset=opset or rec.export.opset,
-        fp16=fp16,
-        check=check,
-        atol=atol if atol is not None else default_tol[0],
-        min_cos=min_cos if min_cos is not None else default_tol[1],
-        exporter=exporter,
-        pool=pool,
-        sources=sources,
-        inputs_from=inputs_from,
-    )
-    paths = [Path(out) if out is not None else checkpoint.with_suffix(SUFFIXES[f]) for f in formats]
+    paths = [Path(options.out) if options.out is not None else checkpoint.with_suffix(SUFFIXES[f])
+             for f in cfg.formats]  # fmt: skip
     for path in paths:  # every output is checked before any is written
         if path.resolve() == checkpoint.resolve():
-            raise RecipeError(f"--out {path} is the checkpoint being exported; choose another file")
+            raise RecipeError(f"out {path} is the checkpoint being exported; choose another file")
         check_output_file(path, "exported model")
         check_output_file(sidecar_path(path), "metadata sidecar")
-    exports = [_export_one(fmt, path, job) for fmt, path in zip(formats, paths, strict=True)]
-    return {
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": job.sha256,
-        "model": rec.model.name,
-        "exports": exports,
-    }
+    job = _job(model.float().cpu().eval(), rec, checkpoint)
+    exports = [_export_one(fmt, path, job) for fmt, path in zip(cfg.formats, paths, strict=True)]
+    return ExportResult(str(checkpoint), job.sha256, rec.model.name, tuple(exports))
+
+
+def _with_overrides(trained, overrides: list[str], checkpoint):
+    """The checkpoint's recipe with `export.*` and `eval.*` overrides (nothing else changes
+    the file an export describes)."""
+    from reidcli.recipe import override_recipe
+
+    recipe = override_recipe(trained, overrides, source=f"{checkpoint} recipe + --set")
+    changed = [
+        name for name in type(recipe).model_fields
+        if name not in ("export", "eval") and getattr(recipe, name) != getattr(trained, name)
+    ]  # fmt: skip
+    if changed:
+        raise RecipeError(
+            f"{', '.join(changed)} cannot change when exporting a trained model; export.* and "
+            "eval.* can"
+        )
+    return recipe
+
+
+def _job(model, rec, checkpoint: Path) -> ExportJob:
+    cfg, data = rec.export, rec.data
+    size = (data.height, data.width)
+    contract = InputContract(size, data.mean, data.std, cfg.include_preprocessing, cfg.static_batch)
+    pool, sources, inputs_from = sample_images(
+        rec, size, max(*CHECK_BATCHES, cfg.static_batch or 1)
+    )
+    atol, min_cos = cfg.tolerance()
+    return ExportJob(
+        model=model, recipe=rec, contract=contract, checkpoint=checkpoint,
+        sha256=file_sha256(checkpoint), opset=cfg.opset, fp16=cfg.fp16, check=cfg.check,
+        atol=atol, min_cos=min_cos, exporter=cfg.exporter, pool=pool, sources=sources,
+        inputs_from=inputs_from,
+    )  # fmt: skip
 
 
 @dataclass
@@ -135,35 +134,6 @@ class ExportJob:
     sources: list[str]
     inputs_from: str
     reference: np.ndarray | None = None  # (N, D) fp32 embedding of the pool, computed once
-
-
-def _formats(formats) -> tuple[str, ...]:
-    if formats is None:
-        return ()
-    names = (formats,) if isinstance(formats, str) else tuple(formats)
-    unknown = [f for f in names if f not in FORMATS]
-    if unknown:
-        raise RecipeError(f"unknown export format {unknown[0]!r}; choose onnx or torchscript")
-    return tuple(dict.fromkeys(names))
-
-
-def _check_options(formats, out, static_batch, atol, min_cos, opset, exporter) -> None:
-    if out is not None and len(formats) > 1:
-        raise RecipeError("--out names one file: export one --format at a time")
-    if static_batch is not None and static_batch < 1:
-        raise RecipeError(f"--static-batch must be >= 1, got {static_batch}")
-    if static_batch is not None and "torchscript" in formats:
-        raise RecipeError("--static-batch applies to ONNX; a TorchScript file takes any batch size")
-    if atol is not None and not atol > 0:
-        raise RecipeError(f"--atol must be > 0, got {atol}")
-    if min_cos is not None and not 0 < min_cos <= 1:
-        raise RecipeError(f"--min-cos must be in (0, 1], got {min_cos}")
-    if opset is not None and not 11 <= opset <= max_opset():
-        raise RecipeError(
-            f"--opset must be in 11..{max_opset()} (what torch.onnx writes), got {opset}"
-        )
-    if exporter not in EXPORTERS:
-        raise RecipeError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
 
 
 def max_opset() -> int:
@@ -216,7 +186,7 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
 
 
-def _export_one(fmt: str, path: Path, job: ExportJob) -> dict:
+def _export_one(fmt: str, path: Path, job: ExportJob) -> ExportedFile:
     """Export one format to `path` through a temporary file; returns what was written."""
     started = time.perf_counter()
     contract, rec = job.contract, job.recipe
@@ -260,27 +230,21 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> dict:
         meta["parity"] = _parity(fmt, tmp, job, inputs, float_pool) if job.check else None
         if meta["parity"] is not None and not meta["parity"]["passed"]:
             err = ParityError(failure_message(meta["parity"]) + f"; nothing written to {path}")
-            err.report = meta["parity"]
+            err.report = ParityReport.from_document(meta["parity"])
             raise err
         if fmt == "onnx":
             write_onnx_metadata(tmp, meta)
         else:
             save_torchscript(module, tmp, meta)
     sidecar = write_sidecar(path, meta)
-    return {
-        "format": fmt,
-        "path": str(path),
-        "metadata_path": str(sidecar),
-        "exporter": exporter,
-        "fallback_reason": reason,
-        "opset": opset,
-        "batch": meta["batch"],
-        "input_dtype": meta["input_dtype"],
-        "precision": meta["precision"],
-        "embedding_dim": meta["embedding_dim"],
-        "parity": meta["parity"],
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    parity = meta["parity"]
+    return ExportedFile(
+        format=fmt, path=str(path), metadata_path=str(sidecar), exporter=exporter,
+        fallback_reason=reason, opset=opset, batch=meta["batch"], input_dtype=meta["input_dtype"],
+        precision=meta["precision"], embedding_dim=meta["embedding_dim"],
+        parity=ParityReport.from_document(parity) if parity is not None else None,
+        seconds=round(time.perf_counter() - started, 2),
+    )  # fmt: skip
 
 
 def _parity(fmt: str, tmp: Path, job: ExportJob, inputs, float_pool) -> dict:

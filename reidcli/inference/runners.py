@@ -9,6 +9,7 @@ for an exported file, never the file name.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from reidcli.export.metadata import (
     read_sidecar,
 )
 from reidcli.export.writers import TORCHSCRIPT_METADATA, require_onnxruntime
+from reidcli.recipe.options import EXPORT_BATCH, EXPORT_WORKERS
 
 
 @dataclass
@@ -57,8 +59,8 @@ def load_checkpoint_runner(
     Returns:
         The runner and the recipe.
     """
-    from reidcli.engine.inference import find_checkpoint, load_trained_model
     from reidcli.engine.runtime import Runtime
+    from reidcli.inference.checkpoints import find_checkpoint, load_trained_model
 
     checkpoint = find_checkpoint(target)
     model, recipe = load_trained_model(checkpoint, recipe_path)
@@ -205,3 +207,39 @@ def open_torchscript(path: Path, device: str = "cpu"):
             return module(batch.to(device)).float().cpu().numpy()
 
     return run, meta
+
+
+def load_runner(model, device: str, contract=None, recipe=None) -> tuple:
+    """The runner of MODEL and its defaults: (batch size, workers, distance of its recipe's
+    evaluation; None for an exported file).
+
+    Args:
+        model: a run folder, a checkpoint, an `.onnx` file or a TorchScript archive.
+        device: auto, cpu or cuda.
+        contract: anything with `size`, `mean` and `std` (all None, or the input contract of
+            an exported file that carries no metadata, e.g. `EmbedOptions`).
+        recipe: the recipe of a weights file that carries none.
+
+    Raises:
+        CheckpointError: MODEL does not exist or cannot be loaded.
+        RecipeError: size/mean/std or recipe where they do not apply.
+    """
+    override = None
+    if contract is not None and contract.size is not None:
+        override = InputContract(tuple(contract.size), tuple(contract.mean), tuple(contract.std))
+    path = Path(model)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run folder, checkpoint or exported model")
+    exported = path.is_file() and (path.suffix.lower() == ".onnx" or is_torchscript(path))
+    if not exported:
+        if override is not None:
+            raise RecipeError(
+                "size/mean/std describe exported files without metadata; a checkpoint's "
+                "preprocessing comes from its recipe"
+            )
+        runner, rec = load_checkpoint_runner(path, recipe, device)
+        return runner, (rec.data.eval_batch_size, rec.data.workers, rec.eval.distance)
+    if recipe is not None:
+        raise RecipeError("recipe applies to checkpoints; an exported file carries its metadata")
+    defaults = (EXPORT_BATCH, min(EXPORT_WORKERS, os.cpu_count() or 1), None)
+    return load_exported_runner(path, device, override), defaults

@@ -1,0 +1,101 @@
+"""Results of the gallery verbs: index build, add, remove, info and search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reidcli.results.base import Record, plain
+
+
+@dataclass(frozen=True)
+class IndexInfo(Record):
+    """A gallery's metadata: `reid index build` and `reid index info`."""
+
+    index: str
+    kind: str
+    metric: str
+    dim: int
+    count: int
+    recall_at_10: float | None
+    recall_sample: int | None
+    search: dict
+    build_seconds: float | None
+    document: dict = field(repr=False)
+
+    @classmethod
+    def from_document(cls, doc: dict) -> IndexInfo:
+        recall = doc.get("recall") or {}
+        return cls(
+            doc["index"], doc["kind"], doc["metric"], doc["dim"], doc["count"],
+            recall.get("recall_at_10"), recall.get("sample"), doc.get("search") or {},
+            doc.get("build_seconds"), doc,
+        )  # fmt: skip
+
+    def to_json(self) -> dict:
+        return plain(self.document)
+
+
+@dataclass(frozen=True)
+class IndexAddResult(Record):
+    index: str
+    added: int
+    count: int
+    before: int
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True)
+class IndexRemoveResult(Record):
+    index: str
+    removed: int
+    verified: bool
+    before: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Hit(Record):
+    path: str
+    pid: int
+    camid: int
+    distance: float
+
+
+@dataclass(frozen=True)
+class QueryHits(Record):
+    """One query's hits, nearest first; pid/camid None when the query's are unknown."""
+
+    path: str
+    pid: int | None
+    camid: int | None
+    hits: tuple[Hit, ...]
+
+    def to_json(self) -> dict:
+        doc: dict = {"path": self.path}
+        if self.pid is not None:
+            doc["pid"] = self.pid
+        if self.camid is not None:
+            doc["camid"] = self.camid
+        doc["hits"] = [hit.to_json() for hit in self.hits]
+        return doc
+
+
+@dataclass(frozen=True)
+class SearchResult(Record):
+    """`reid search`: the top-K hits of every query."""
+
+    index: str
+    kind: str
+    metric: str
+    topk: int
+    seconds: float
+    results: tuple[QueryHits, ...]
+    out: str | None = None
+
+    def to_json(self) -> dict:
+        doc = {k: plain(getattr(self, k)) for k in ("index", "kind", "metric", "topk", "seconds")}
+        doc["results"] = [entry.to_json() for entry in self.results]
+        if self.out is not None:
+            doc["out"] = self.out
+        return doc
