@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from reidcli import __version__
+from reidcli import __version__, allocator
 from reidcli.cli.bench_cmd import bench_cmd
 from reidcli.cli.embed_cmd import embed_cmd
 from reidcli.cli.eval_cmd import eval_cmd
@@ -86,6 +86,11 @@ def main() -> None:
     level = package_log.level
     package_log.addHandler(handler)
     package_log.setLevel(logging.WARNING)
+    try:
+        allocator.apply_requested()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     try:
         app()
     except ReidError as err:

@@ -9,7 +9,7 @@ from reidcli.data.loaders import clean_errors
 from reidcli.engine.runtime import Runtime
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract_features(
     model: nn.Module,
     loader,

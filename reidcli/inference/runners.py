@@ -51,6 +51,24 @@ class Runner:
         return self._run(batch)
 
 
+class RunnerModel(torch.nn.Module):
+    """A runner where the evaluation expects a model: `embed` returns the runner's features
+    (the flip and normalisation are those the runner's graph was exported with)."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def embed(self, images: torch.Tensor, flip: bool, normalize: str) -> torch.Tensor:
+        meta = self.runner.metadata
+        if meta and (meta.get("flip"), meta.get("normalize")) != (flip, normalize):
+            raise RecipeError(
+                f"{self.runner.source} was exported with flip {meta.get('flip')} and normalize "
+                f"{meta.get('normalize')}, asked for {flip} and {normalize}"
+            )
+        return torch.from_numpy(self.runner(images.contiguous()))
+
+
 def load_checkpoint_runner(
     target: str | Path, recipe_path: str | Path | None, device: str
 ) -> tuple[Runner, object]:
@@ -73,7 +91,7 @@ def load_checkpoint_runner(
     data = recipe.data
     contract = InputContract((data.height, data.width), data.mean, data.std)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def run(batch: torch.Tensor) -> np.ndarray:
         with runtime.autocast():
             out = model.embed(
@@ -211,7 +229,7 @@ def open_torchscript(path: Path, device: str = "cpu"):
 
 def load_runner(model, device: str, contract=None, recipe=None) -> tuple:
     """The runner of MODEL and its defaults: (batch size, workers, distance of its recipe's
-    evaluation; None for an exported file).
+    evaluation, the recipe; the last two None for an exported file).
 
     Args:
         model: a run folder, a checkpoint, an `.onnx` file or a TorchScript archive.
@@ -238,8 +256,8 @@ def load_runner(model, device: str, contract=None, recipe=None) -> tuple:
                 "preprocessing comes from its recipe"
             )
         runner, rec = load_checkpoint_runner(path, recipe, device)
-        return runner, (rec.data.eval_batch_size, rec.data.workers, rec.eval.distance)
+        return runner, (rec.data.eval_batch_size, rec.data.workers, rec.eval.distance, rec)
     if recipe is not None:
         raise RecipeError("recipe applies to checkpoints; an exported file carries its metadata")
-    defaults = (EXPORT_BATCH, min(EXPORT_WORKERS, os.cpu_count() or 1), None)
+    defaults = (EXPORT_BATCH, min(EXPORT_WORKERS, os.cpu_count() or 1), None, None)
     return load_exported_runner(path, device, override), defaults

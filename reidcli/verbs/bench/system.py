@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reidcli import __version__
+from reidcli import __version__, allocator
 
 if TYPE_CHECKING:
     import torch
@@ -44,12 +45,18 @@ def environment(device: torch.device, backends: list[str]) -> dict:
         "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
+        "allocator": allocator.current(),
         "cuda": torch.version.cuda if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "python": sys.version.split()[0],
         "reid": __version__,
         "platform": platform.platform(),
     }
+    if not cuda:
+        # Whether autocast rows run in hardware here or are emulated (see `precision_note`).
+        env["native_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        env["native_fp16"] = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
     if "onnxruntime" in backends:
         try:
             import onnxruntime

@@ -1,0 +1,81 @@
+"""Keep freed memory in the process for the next batch (glibc), instead of returning it.
+
+A CPU forward pass of a re-ID model allocates activations of tens to hundreds of megabytes.
+glibc's malloc serves each allocation of 32 MiB or more with a fresh `mmap` and gives it back with
+`munmap` when freed, so every batch maps, zero-fills page by page and unmaps the same memory
+again: on two cores an LMBN_n batch of 16 spent more time in the kernel (page faults) than in its
+own arithmetic. With `retain`, large blocks come from the heap and freed memory stays there for
+the next batch, which is what ONNX Runtime's arena does; the cost is that the process keeps its
+peak memory until it exits. `reid` applies it at start; Python users call `retain_freed_memory()`
+themselves (a library does not change its host process's allocator on import).
+
+`REID_MALLOC=system` leaves glibc's defaults (the setting is reported by `reid bench`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+ENV = "REID_MALLOC"
+CHOICES = ("retain", "system")
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+# Free memory above this at the top of the heap is returned to the system (a ceiling on what is
+# kept after a peak that will not come again, such as a model load).
+_TRIM_THRESHOLD = 1 << 30
+
+_state = {"allocator": "system"}
+
+
+def requested() -> str:
+    """The allocator setting `REID_MALLOC` asks for (default: retain).
+
+    Raises:
+        ValueError: REID_MALLOC names neither retain nor system.
+    """
+    value = os.environ.get(ENV, "retain").strip().lower() or "retain"
+    if value not in CHOICES:
+        raise ValueError(f"{ENV}={value!r}: choose one of {', '.join(CHOICES)}")
+    return value
+
+
+def retain_freed_memory() -> bool:
+    """Serve large allocations from the heap and keep freed memory (glibc only).
+
+    Returns:
+        Whether the setting took effect (False on a C library other than glibc).
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+    if ok:
+        _state["allocator"] = "retain"
+    return ok
+
+
+def apply_requested() -> str:
+    """Apply what `REID_MALLOC` asks for; returns the setting in effect (see `current`)."""
+    if requested() == "retain":
+        retain_freed_memory()
+    return current()
+
+
+def current() -> str:
+    """`retain` once `retain_freed_memory` took effect in this process, else `system`."""
+    return _state["allocator"]
+
+
+def _glibc():
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # noqa: B018 - present only in glibc
+    except (OSError, AttributeError):
+        return None
+    return libc
