@@ -69,9 +69,12 @@ def compare_bench(
     """The regression gate: `report` against `baseline` (reports, their documents, or their
     JSON files).
 
-    Parameters, GMac and the embedding dimension must be equal; images/s of each row present in
-    both may drop by at most `tolerance` percent (default: the report's `bench.tolerance`), and
-    is compared only when the device name, torch version, kernel set and thread count match.
+    Parameters, GMac and the embedding dimension must be equal; the speed of each row present
+    in both may drop by at most `tolerance` percent (default: the report's `bench.tolerance`,
+    else the baseline's measured `gate.tolerance_pct`, else 25). With the reference workload
+    timed in both (`bench.reference`), speeds relative to it are compared on any CPU with the
+    same kernel set, thread count and torch version; otherwise images/s, on the same device
+    model only.
 
     Raises:
         BenchError: a file that is not a bench report of this schema version.
@@ -80,7 +83,7 @@ def compare_bench(
 
     current, base = _report(report), _report(baseline)
     if tolerance is None:
-        tolerance = current.document["settings"]["tolerance"]
+        tolerance = current.document["settings"].get("tolerance")
     return BenchComparison.from_document(
         compare_reports(current.document, base.document, tolerance)
     )

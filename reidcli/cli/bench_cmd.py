@@ -62,6 +62,7 @@ def bench_cmd(
     compare: Path | None = typer.Option(
         None, "--compare", help="Baseline report: exit 1 on a regression."
     ),
+    reference: bool | None = recipe_option("bench.reference", "--reference/--no-reference"),
     tolerance: float | None = recipe_option("bench.tolerance", "--tolerance"),
     quiet: bool = quiet_option(),
 ) -> None:

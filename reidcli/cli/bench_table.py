@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from reidcli.devices import emulated_precision_note
 from reidcli.results import BenchComparison, BenchReport, BenchRow
 
 
@@ -37,7 +38,9 @@ def render_report(report: BenchReport, console: Console | None = None) -> None:
     )
     table = Table()
     columns = ("mode", "backend", "batch", "setting", "images/s", "ms p50 / p90 / p99")
-    for name in (*columns, "peak MiB", "speed-up"):
+    relative = any(row.relative_speed is not None for row in report.rows)
+    extra = ("vs reference",) if relative else ()
+    for name in (*columns, "peak MiB", "speed-up", *extra):
         left = name in ("mode", "backend", "setting")
         table.add_column(name, justify="left" if left else "right")
     notes: list[str] = []
@@ -53,13 +56,25 @@ def render_report(report: BenchReport, console: Console | None = None) -> None:
             continue
         lat = row.latency_ms
         speedup = f"{row.speedup:.2f}x" if row.speedup else ""
+        versus = (f"{row.relative_speed:.3f}" if row.relative_speed is not None else "",)
         table.add_row(
             *head, f"{row.images_per_s:.1f}", f"{lat.p50:.1f} / {lat.p90:.1f} / {lat.p99:.1f}",
             "n/a" if row.peak_memory_mb is None else f"{row.peak_memory_mb:.0f}", speedup,
+            *(versus if relative else ()),
         )  # fmt: skip
     console.print(table)
     for number, note in enumerate(notes, 1):
         console.print(f"[{number}] {note}", markup=False)
+    env = report.document["env"]
+    for precision in sorted({row.precision for row in report.rows} - {"fp32"}):
+        if env.get(f"native_{precision}") is False:
+            console.print(f"note: {emulated_precision_note(precision)}", markup=False)
+    if relative:
+        console.print(
+            f"vs reference: images/s against {report.document['settings']['reference']} at the "
+            "same batch, precision and layout, timed in alternation (comparable across CPUs)",
+            markup=False,
+        )
     console.print(
         "images/s from the median iteration; speed-up against the fp32, contiguous torch row of "
         "the same mode and batch; peak memory: "
@@ -89,9 +104,13 @@ def render_comparison(
     if not comparison.timing_compared:
         reasons = "; ".join(comparison.timing_not_compared_because)
         console.print(f"timing not compared with {baseline}: {reasons}", markup=False)
+    if comparison.rows and comparison.compared_by == "relative_speed":
+        console.print("speed relative to the reference workload timed in the same run:")
     for entry in comparison.rows:
         colour = "red" if entry.regression else "green"
         console.print(f"[{colour}]{entry.row}[/{colour}]: {entry.note}")
+    for line in comparison.rows_not_compared:
+        console.print(f"timing not compared: {line}", markup=False)
     for what, rows in (("not in the baseline", comparison.not_in_baseline),
                        ("in the baseline only", comparison.not_run)):  # fmt: skip
         if rows:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from reidcli.devices import check_device
+from reidcli.devices import check_device, emulated_precision_note
 from reidcli.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class Runtime:
         if dev.type == "cuda":
             torch.cuda.set_device(local_rank)
         amp = resolve_amp(amp, dev)
+        if dev.type == "cpu" and amp != "off" and not cpu_has_native(amp) and rank == 0:
+            log.warning(emulated_precision_note(amp))
         if world_size > 1 and not dist.is_initialized():
             init_process_group("nccl" if dev.type == "cuda" else "gloo")
         seed_everything(seed + rank)
@@ -136,6 +138,13 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "off"
+
+
+def cpu_has_native(precision: str) -> bool:
+    """Whether oneDNN computes `precision` (bf16 or fp16) in hardware on this CPU."""
+    if precision == "bf16":
+        return cpu_has_fast_bf16()
+    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
 
 
 def cpu_has_fast_bf16() -> bool:

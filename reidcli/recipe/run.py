@@ -218,8 +218,17 @@ class Bench(Section):
     seconds: float | None = Field(
         None, gt=0, description="time each row for this long instead of a number of iterations"
     )
-    tolerance: float = Field(
-        25.0, gt=0, lt=100, description="--compare: the images/s drop (percent) that fails"
+    reference: bool = Field(
+        False,
+        description="time a fixed reference workload (torchvision MobileNetV2) in alternation "
+        "with each row and record the row's speed relative to it, which compares across CPUs",
+    )
+    tolerance: float | None = Field(
+        None,
+        gt=0,
+        lt=100,
+        description="--compare: the drop in speed (percent) that fails (default: the "
+        "baseline's measured tolerance, else 25)",
     )
 
     @model_validator(mode="before")

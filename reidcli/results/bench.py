@@ -33,6 +33,8 @@ class BenchRow(Record):
     speedup: float | None
     iterations: int
     error: str | None
+    reference_images_per_s: float | None = None  # with bench.reference: the reference workload
+    relative_speed: float | None = None  # images/s against the reference's, in the same run
 
     @classmethod
     def from_dict(cls, row: dict) -> BenchRow:
@@ -103,6 +105,8 @@ class BenchComparison(Record):
     not_in_baseline: tuple[str, ...]
     not_run: tuple[str, ...]
     document: dict = field(repr=False)
+    compared_by: str = "images_per_s"  # or relative_speed (against the reference workload)
+    rows_not_compared: tuple[str, ...] = ()  # each with the reason
 
     @classmethod
     def from_document(cls, doc: dict) -> BenchComparison:
@@ -111,6 +115,7 @@ class BenchComparison(Record):
             doc["timing_compared"], tuple(doc["timing_not_compared_because"]),
             tuple(RowComparison(**r) for r in doc["rows"]), tuple(doc["regressions"]),
             tuple(doc["not_in_baseline"]), tuple(doc["not_run"]), doc,
+            doc.get("compared_by", "images_per_s"), tuple(doc.get("rows_not_compared", ())),
         )  # fmt: skip
 
     def to_json(self) -> dict:

@@ -6,7 +6,8 @@ backend: PyTorch (eager or `torch.compile`d), a TorchScript trace, or ONNX Runti
 exported file. Train mode times a whole step (forward, the recipe's loss, backward, optimiser)
 at the recipe's P×K batch (× `train.grad_accum`). Each row builds its model afresh with the same
 seed; a row that fails (out of memory, a precision the device lacks) keeps its error and the run
-goes on.
+goes on. With `bench.reference`, a fixed reference workload (`reference.py`) is timed in
+alternation with the row's own iterations, and the row records its speed relative to it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from reidcli.engine.runtime import peak_memory_mb, reset_peak_memory
 from reidcli.recipe import Recipe
 from reidcli.recipe.loading import as_overrides
 from reidcli.reporting import Reporter
+from reidcli.verbs.bench import reference
 from reidcli.verbs.bench.compare import SCHEMA_VERSION, add_speedups
 from reidcli.verbs.bench.system import environment
 
@@ -162,6 +164,7 @@ def _run(recipe: Recipe, device: torch.device, reporter: Reporter) -> dict:
             "iters": None if cfg.seconds else cfg.iters,
             "seconds": cfg.seconds,
             "tolerance": cfg.tolerance,
+            "reference": reference.NAME if cfg.reference else None,
             "num_classes": BENCH_CLASSES,
             "loss": [term.name for term in recipe.loss],
             "optim": recipe.optim.name,
@@ -241,6 +244,8 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
         "iterations": 0,
         "error": reason,
     }
+    if recipe.bench.reference:
+        row.update(reference_images_per_s=None, relative_speed=None)
     if reason is not None:
         return row
     cudnn_before = torch.backends.cudnn.benchmark
@@ -253,7 +258,12 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
             step = _train_step(recipe, setting, device)
         else:
             step = _eval_step(recipe, setting, device, cache)
-        times = _time(step, recipe.bench, device)
+        if recipe.bench.reference:
+            times, reference_times = _time_interleaved(
+                step, _reference_step(recipe, setting, device), recipe.bench, device
+            )
+        else:
+            times, reference_times = _time(step, recipe.bench, device), []
     except Exception as err:  # out of memory, an unsupported dtype, an exporter failure: the row
         row["error"] = _one_line(err)
         log.debug("bench row %s failed", setting, exc_info=True)
@@ -271,6 +281,14 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
         peak_memory_mb=None if unseen else peak_memory_mb(device),
         iterations=len(times),
     )
+    if reference_times:
+        # Each iteration's own ratio (the two steps ran back to back, under the same load), then
+        # the median over iterations.
+        ratios = [r / t for t, r in zip(times, reference_times, strict=True)]
+        row.update(
+            reference_images_per_s=setting.batch / float(np.median(reference_times)),
+            relative_speed=float(np.median(ratios)),
+        )
     return row
 
 
@@ -304,6 +322,53 @@ def _time(step: Callable[[], None], cfg, device) -> list[float]:
             return times
 
 
+def _time_interleaved(
+    step: Callable[[], None], other: Callable[[], None], cfg, device
+) -> tuple[list[float], list[float]]:
+    """Seconds of each timed iteration of `step` and of `other`, run in alternation (the order
+    swaps every iteration, so neither always runs on the caches the other left)."""
+
+    def timed(fn: Callable[[], None]) -> float:
+        begin = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - begin
+
+    for _ in range(cfg.warmup):
+        step()
+        other()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    times: list[float] = []
+    others: list[float] = []
+    started = time.perf_counter()
+    while True:
+        if len(times) % 2:
+            others.append(timed(other))
+            times.append(timed(step))
+        else:
+            times.append(timed(step))
+            others.append(timed(other))
+        if cfg.seconds is None and len(times) >= cfg.iters:
+            return times, others
+        if cfg.seconds is not None and time.perf_counter() - started >= cfg.seconds:
+            return times, others
+
+
+def _reference_step(recipe, setting: Setting, device) -> Callable[[], None]:
+    """The reference workload at the row's batch, input size, precision and memory format."""
+    images = _images(setting, recipe, device)
+    if setting.mode == "train":
+        shape = (recipe.data.p * recipe.data.k, 3, recipe.data.height, recipe.data.width)
+        images = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+        make = reference.train_step
+    else:
+        make = reference.eval_step
+    channels_last = setting.channels_last and setting.backend == "torch"
+    return make(images, _autocast_dtype(setting.precision), channels_last, device)
+
+
 def _images(setting: Setting, recipe: Recipe, device) -> torch.Tensor:
     shape = (setting.batch, 3, recipe.data.height, recipe.data.width)
     images = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -321,7 +386,10 @@ def _eval_step(recipe, setting: Setting, device, cache: _Cache) -> Callable[[], 
         dtype = _autocast_dtype(setting.precision)
 
         def step() -> None:
-            with torch.no_grad(), torch.autocast(device.type, dtype, enabled=dtype is not None):
+            with (
+                torch.inference_mode(),
+                torch.autocast(device.type, dtype, enabled=dtype is not None),
+            ):
                 module(images)
 
         return step
