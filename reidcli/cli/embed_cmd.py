@@ -19,6 +19,7 @@ from reidcli.recipe.options import EmbedOptions
 
 CONTRACT = "Files without metadata"
 Device = choices(EmbedOptions, "device")
+Runner = choices(EmbedOptions, "runner")
 
 
 def embed_cmd(
@@ -32,6 +33,7 @@ def embed_cmd(
     out: Path | None = option(EmbedOptions, "out", "--out"),
     batch: int | None = option(EmbedOptions, "batch", "--batch"),
     device: Device | None = option(EmbedOptions, "device", "--device"),
+    runner: Runner | None = option(EmbedOptions, "runner", "--runner"),
     workers: int | None = option(EmbedOptions, "workers", "--workers"),
     strict: bool | None = option(EmbedOptions, "strict", "--strict/--no-strict"),
     size: str | None = option(
@@ -54,6 +56,7 @@ def embed_cmd(
     given = {
         "dataset": dataset, "out": out, "batch": batch, "device": device, "workers": workers,
         "strict": strict, "size": size, "mean": mean, "std": std, "recipe": recipe,
+        "runner": runner,
     }  # fmt: skip
     options = build(EmbedOptions, given)
     result = api.embed(model, tuple(inputs or ()), options, reporter=console_reporter(quiet))

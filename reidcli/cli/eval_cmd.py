@@ -26,6 +26,7 @@ from reidcli.recipe.run import Eval
 
 INDEX = "Gallery index"
 Device = choices(EvalOptions, "device")
+Runner = choices(EvalOptions, "runner")
 Split = choices(EvalOptions, "split")
 Distance = choices(Eval, "distance")
 Protocol = choices(Eval, "protocol")
@@ -61,6 +62,7 @@ def eval_cmd(
     flip: bool | None = recipe_option("eval.flip", "--flip/--no-flip"),
     save_features: Path | None = option(EvalOptions, "save_features", "--save-features"),
     device: Device | None = option(EvalOptions, "device", "--device"),
+    runner: Runner | None = option(EvalOptions, "runner", "--runner"),
     rerank: bool | None = recipe_option("eval.rerank.enabled", "--rerank/--no-rerank"),
     k1: int | None = k1_option(),
     k2: int | None = k2_option(),
@@ -102,7 +104,7 @@ def eval_cmd(
         "features": features, "recipe": recipe, "split": split, "save_features": save_features,
         "device": device, "visualize": visualize, "visualize_dir": vis_dir, "index": index,
         "index_topk": index_topk, "nprobe": nprobe, "ef_search": ef_search, "backend": backend,
-        "uri": uri,
+        "uri": uri, "runner": runner,
     }  # fmt: skip
     options = build(EvalOptions, given, FLAGS)
     result = api.evaluate(

@@ -87,6 +87,12 @@ def _classes_in(state: dict) -> int:
     return int(rows[0]) if rows else 1
 
 
+def split_size(recipe: Recipe, split: str) -> int:
+    """How many query and gallery images `split` of the recipe's prepared dataset holds."""
+    frame = load_manifest(recipe.data.root, recipe.data.manifest)
+    return int(frame["split"].isin(SPLITS[split]).sum())
+
+
 def embed_split(
     model: nn.Module, recipe: Recipe, split: str, runtime: Runtime, reporter: Reporter | None = None
 ) -> Features:

@@ -26,6 +26,12 @@ IndexBackend = Literal["faiss", "milvus"]
 IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 Metric = Literal["cosine", "euclidean"]
 Split = Literal["test", "val"]
+ModelRunner = Literal["auto", "pytorch", "onnxruntime"]
+RUNNER_HELP = (
+    "what embeds a run or checkpoint: auto (on a CPU in fp32, ONNX Runtime through an export "
+    "cached beside the checkpoint, when one is cached or the job has 1000+ images; else "
+    "PyTorch), pytorch, or onnxruntime"
+)
 
 # Batch size of exported files when the caller gives none: a checkpoint brings its recipe's.
 EXPORT_BATCH = 32
@@ -234,6 +240,7 @@ class EvalOptions(IndexSearch):
         None, description="folder of the visualize PNGs (default: beside the run or features file)"
     )
     device: Device = Field("auto", description="where the model runs")
+    runner: ModelRunner = Field("auto", description=RUNNER_HELP)
     runs_dir: str = Field(
         "runs", description="where the newest run is looked for when none is given"
     )
@@ -297,6 +304,7 @@ class EmbedOptions(Options):
         f"{EXPORT_BATCH} for exported files)",
     )
     device: Device = Field("auto", description="where a checkpoint or export runs")
+    runner: ModelRunner = Field("auto", description=RUNNER_HELP)
     workers: int | None = Field(
         None,
         ge=0,

@@ -57,6 +57,7 @@ class EvalResult(Record):
     figures: tuple[str, ...] = ()
     index: dict | None = None
     exact: Metrics | None = None
+    runner: str | None = None  # what embedded the model: pytorch or onnxruntime
 
     @classmethod
     def from_metrics(cls, metrics: dict, **extra) -> EvalResult:
@@ -81,7 +82,8 @@ class EvalResult(Record):
         extras = {"figures": list(self.figures) or None, "checkpoint": self.checkpoint,
                   "split": self.split, "data_root": self.data_root, "eval_json": self.eval_json,
                   "features_file": self.features_file, "index": self.index,
-                  "exact": self.exact.to_json() if self.exact is not None else None}  # fmt: skip
+                  "exact": self.exact.to_json() if self.exact is not None else None,
+                  "runner": self.runner}  # fmt: skip
         doc |= {k: plain(v) for k, v in extras.items() if v is not None}
         return doc
 

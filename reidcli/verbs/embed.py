@@ -31,7 +31,10 @@ def embed(model, inputs: tuple, options: EmbedOptions, reporter: Reporter) -> Em
         raise RecipeError("give images/folders/lists to embed, or dataset DATA_DIR, not both")
     check_device(options.device)
     out = check_output_file(options.out, "features file")
+    paths = collect_inputs(inputs) if options.dataset is None else None
+    count = len(paths) if paths is not None else _dataset_size(Path(options.dataset))
     runner, defaults = load_runner(model, options.device, options, options.recipe)
+    runner = _faster_runner(runner, defaults[3], options, count, reporter)
     batch_size = _batch_size(runner, options.batch, defaults[0])
     workers = defaults[1] if options.workers is None else options.workers
     stated = {} if defaults[2] is None else {"distance": np.asarray(defaults[2])}
@@ -40,7 +43,7 @@ def embed(model, inputs: tuple, options: EmbedOptions, reporter: Reporter) -> Em
         counts = _embed_dataset(runner, Path(options.dataset), out, batch_size, workers, reporter)
         num_images, dim, skipped = counts["num_query"] + counts["num_gallery"], counts["dim"], []
     else:
-        paths = collect_inputs(inputs)
+        assert paths is not None
         feats, kept, skipped = run_images(
             runner, paths, batch_size, workers, options.strict, reporter
         )
@@ -55,6 +58,35 @@ def embed(model, inputs: tuple, options: EmbedOptions, reporter: Reporter) -> Em
         images_per_second=round(num_images / max(seconds, 1e-9), 2),
         num_query=counts.get("num_query"), num_gallery=counts.get("num_gallery"),
     )  # fmt: skip
+
+
+def _dataset_size(root: Path) -> int:
+    from reidcli.data.manifest import load_manifest
+
+    frame = load_manifest(root)
+    return int(frame["split"].isin(["query", "gallery"]).sum())
+
+
+def _faster_runner(runner: Runner, recipe, options: EmbedOptions, count: int, reporter) -> Runner:
+    """A checkpoint's runner, or its ONNX Runtime export where `options.runner` picks it."""
+    from reidcli.verbs import backend
+
+    if runner.backend != "pytorch":
+        if options.runner != "auto":
+            raise RecipeError(
+                f"runner {options.runner}: {runner.source} is an exported file and runs on "
+                f"{runner.backend}; runner applies to runs and checkpoints"
+            )
+        return runner
+    choice = backend.choose(options.runner, runner.source, recipe, options.device, count)
+    if choice.backend == "onnxruntime":
+        cached = backend.open_cached(choice, runner.source, recipe, options.recipe, reporter)
+        if cached is None:
+            choice = backend.Choice("pytorch", "the ONNX export failed its parity check")
+        else:
+            runner = cached
+    reporter.message(f"embedding with {choice.backend}: {choice.reason}")
+    return runner
 
 
 def _batch_size(runner: Runner, asked: int | None, default: int) -> int:

@@ -34,7 +34,9 @@ def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Repor
         cfg = load_eval(options.recipe, overrides)
         feats, out_dir = load_features(options.features), Path(options.features).parent
     else:
-        feats, recipe, trained, checkpoint = _model_features(target, options, overrides, reporter)
+        feats, recipe, trained, checkpoint, runner = _model_features(
+            target, options, overrides, reporter
+        )
         cfg, out_dir = recipe.eval, checkpoint.parent
     if options.save_features is not None:
         save_features(options.save_features, *(getattr(feats, f.name) for f in fields(feats)))
@@ -50,11 +52,11 @@ def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Repor
         extra["figures"] = tuple(_draw(result, feats, options, out_dir))
     if checkpoint is not None:
         metrics = result.metrics | {"checkpoint": str(checkpoint), "split": options.split,
-                                    "data_root": recipe.data.root}  # fmt: skip
+                                    "data_root": recipe.data.root, "runner": runner}  # fmt: skip
         path = out_dir / eval_json_name(trained, recipe, options.split)
         write_text_atomic(path, json.dumps(metrics, indent=2, default=_plain) + "\n")
         register_output(out_dir, path.name)
-        extra |= {"checkpoint": str(checkpoint), "split": options.split,
+        extra |= {"checkpoint": str(checkpoint), "split": options.split, "runner": runner,
                   "data_root": recipe.data.root, "eval_json": str(path)}  # fmt: skip
     return EvalResult.from_metrics(result.metrics, **extra)
 
@@ -112,8 +114,15 @@ def eval_json_name(trained, recipe, split: str) -> str:
 
 def _model_features(target, options: EvalOptions, overrides: list[str], reporter: Reporter):
     from reidcli.engine.runtime import Runtime
-    from reidcli.inference.checkpoints import embed_split, find_checkpoint, load_trained_model
+    from reidcli.inference.checkpoints import (
+        embed_split,
+        find_checkpoint,
+        load_trained_model,
+        split_size,
+    )
+    from reidcli.inference.runners import RunnerModel
     from reidcli.recipe import override_recipe
+    from reidcli.verbs import backend
 
     checkpoint = find_checkpoint(target, options.runs_dir)
     model, trained = load_trained_model(checkpoint, options.recipe)
@@ -124,8 +133,17 @@ def _model_features(target, options: EvalOptions, overrides: list[str], reporter
         )
     train = recipe.train
     runtime = Runtime.from_env(options.device, recipe.eval.amp, train.channels_last, train.seed)
+    count = split_size(recipe, options.split)
+    choice = backend.choose(options.runner, checkpoint, recipe, options.device, count)
+    if choice.backend == "onnxruntime":
+        runner = backend.open_cached(choice, checkpoint, recipe, options.recipe, reporter)
+        if runner is None:
+            choice = backend.Choice("pytorch", "the ONNX export failed its parity check")
+        else:
+            model = RunnerModel(runner)
+    reporter.message(f"embedding with {choice.backend}: {choice.reason}")
     feats = embed_split(model, recipe, options.split, runtime, reporter)
-    return feats, recipe, trained, checkpoint
+    return feats, recipe, trained, checkpoint, choice.backend
 
 
 def _draw(result, feats, options: EvalOptions, out_dir: Path) -> list[str]:

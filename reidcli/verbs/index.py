@@ -260,7 +260,7 @@ def embed_queries(model, images, device: str, reporter) -> tuple[Rows, str | Non
     from reidcli.inference.runners import load_runner
 
     items = (images,) if isinstance(images, str | Path) else tuple(images)
-    runner, (batch, workers, distance) = load_runner(model, device)
+    runner, (batch, workers, distance, _) = load_runner(model, device)
     paths = collect_inputs(items)
     feats, kept, skipped = run_images(runner, paths, batch, workers, False, reporter)
     for item in skipped:
