@@ -68,6 +68,27 @@ def choose(asked: str, checkpoint: Path, recipe, device: str, num_images: int) -
     return Choice("onnxruntime", f"a new export cached at {path}", path)
 
 
+def onnx_runner(
+    asked: str,
+    checkpoint: Path,
+    recipe,
+    recipe_path: str | None,
+    device: str,
+    num_images: int,
+    reporter: Reporter,
+):
+    """The ONNX Runtime runner that embeds instead of PyTorch, or None for PyTorch; the reporter
+    says which runner embeds and why."""
+    choice = choose(asked, checkpoint, recipe, device, num_images)
+    runner = None
+    if choice.backend == "onnxruntime":
+        runner = open_cached(choice, checkpoint, recipe, recipe_path, reporter)
+        if runner is None:
+            choice = Choice("pytorch", "the ONNX export failed its parity check")
+    reporter.message(f"embedding with {choice.backend}: {choice.reason}")
+    return runner
+
+
 def _unavailable(recipe, device: str) -> str | None:
     """Why ONNX Runtime cannot embed this model here, or None."""
     from reidcli.engine.runtime import resolve_amp, resolve_device

@@ -78,15 +78,10 @@ def _faster_runner(runner: Runner, recipe, options: EmbedOptions, count: int, re
                 f"{runner.backend}; runner applies to runs and checkpoints"
             )
         return runner
-    choice = backend.choose(options.runner, runner.source, recipe, options.device, count)
-    if choice.backend == "onnxruntime":
-        cached = backend.open_cached(choice, runner.source, recipe, options.recipe, reporter)
-        if cached is None:
-            choice = backend.Choice("pytorch", "the ONNX export failed its parity check")
-        else:
-            runner = cached
-    reporter.message(f"embedding with {choice.backend}: {choice.reason}")
-    return runner
+    faster = backend.onnx_runner(
+        options.runner, runner.source, recipe, options.recipe, options.device, count, reporter
+    )
+    return runner if faster is None else faster
 
 
 def _batch_size(runner: Runner, asked: int | None, default: int) -> int:

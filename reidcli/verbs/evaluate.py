@@ -134,16 +134,13 @@ def _model_features(target, options: EvalOptions, overrides: list[str], reporter
     train = recipe.train
     runtime = Runtime.from_env(options.device, recipe.eval.amp, train.channels_last, train.seed)
     count = split_size(recipe, options.split)
-    choice = backend.choose(options.runner, checkpoint, recipe, options.device, count)
-    if choice.backend == "onnxruntime":
-        runner = backend.open_cached(choice, checkpoint, recipe, options.recipe, reporter)
-        if runner is None:
-            choice = backend.Choice("pytorch", "the ONNX export failed its parity check")
-        else:
-            model = RunnerModel(runner)
-    reporter.message(f"embedding with {choice.backend}: {choice.reason}")
+    runner = backend.onnx_runner(
+        options.runner, checkpoint, recipe, options.recipe, options.device, count, reporter
+    )
+    if runner is not None:
+        model = RunnerModel(runner)
     feats = embed_split(model, recipe, options.split, runtime, reporter)
-    return feats, recipe, trained, checkpoint, choice.backend
+    return feats, recipe, trained, checkpoint, "pytorch" if runner is None else runner.backend
 
 
 def _draw(result, feats, options: EvalOptions, out_dir: Path) -> list[str]:
