@@ -1,5 +1,5 @@
 """The speed gate on any CPU: speeds relative to the reference workload, compared across CPU
-models; a doctored model (its convolutions computed twice) fails where the real one passes,
+models; a doctored model (its convolutions computed four times) fails where the real one passes,
 under three kernel sets standing in for other CPUs."""
 
 import copy
@@ -118,32 +118,42 @@ import torch
 from torch import nn
 from reidcli import api
 from reidcli.verbs.bench import measure
+from reidcli.verbs.bench.compare import best_of
 
 SETTINGS = {"model.name": "lmbn_n", "data.height": 128, "data.width": 64, "bench.batch": [2],
             "bench.warmup": 1, "bench.iters": 5, "bench.reference": True, "bench.threads": 1}
 real_build = measure._build
 
 
+def three_more(module, inputs, out):
+    for _ in range(3):
+        out = module._conv_forward(inputs[0], module.weight, module.bias)
+    return out
+
+
 def doctored(recipe):
-    # one op made 2x slower: every convolution of the model is computed twice
+    # the convolutions made 4x slower (each computed four times): the model about 2.5x slower.
+    # (Computed twice, LMBN_n at this size is only about 1.4x slower, -29 %, inside the 40 %
+    # the measured spread allows: BENCHMARKS.md.)
     model = real_build(recipe)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            module.register_forward_hook(
-                lambda m, inputs, out: m._conv_forward(inputs[0], m.weight, m.bias)
-            )
+            module.register_forward_hook(three_more)
     return model
 
 
-baseline = api.bench(overrides=SETTINGS)
-again = api.bench(overrides=SETTINGS)
-measure._build = doctored
-slower = api.bench(overrides=SETTINGS)
 tolerance = float(sys.argv[1])
+gate = {**SETTINGS, "bench.tolerance": tolerance}
+# the baseline: the faster of two runs per row; each gate run measures again on a regression
+# and keeps the faster run, as `make bench-gate` does
+baseline = best_of(api.bench(overrides=SETTINGS).document, api.bench(overrides=SETTINGS).document)
+_, real = api.bench_gate(None, baseline, overrides=gate)
+measure._build = doctored
+_, slower = api.bench_gate(None, baseline, overrides=gate)
 print(json.dumps({
-    "capability": baseline.cpu_capability,
-    "real": api.compare_bench(again, baseline, tolerance=tolerance).to_json(),
-    "doctored": api.compare_bench(slower, baseline, tolerance=tolerance).to_json(),
+    "capability": baseline["env"]["cpu_capability"],
+    "real": real.to_json(),
+    "doctored": slower.to_json(),
 }))
 """
 
@@ -167,7 +177,7 @@ def test_gate_fails_a_doctored_model_and_passes_the_real_one(capability):
     assert real["compared_by"] == doctored["compared_by"] == "relative_speed"
     assert real["passed"], real["rows"]
     assert not doctored["passed"], doctored["rows"]
-    # the doctored model is about half as fast relative to the reference
+    # the doctored model is far slower relative to the reference than the tolerance allows
     assert doctored["rows"][0]["change_pct"] < -tolerance
 
 

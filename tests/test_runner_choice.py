@@ -24,7 +24,10 @@ def run_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("runner")
     data = folder / "data"
     api.prepare("synthetic", out=data, ids=10, cams=3, images_per_id=6, size=(64, 32))
-    checkpoint = make_checkpoint(folder, "osnet_x0_25", data={"root": str(data)})
+    # the legacy exporter: seconds where the dynamo exporter takes tens of them
+    checkpoint = make_checkpoint(
+        folder, "osnet_x0_25", data={"root": str(data)}, export={"exporter": "legacy"}
+    )
     return checkpoint.parent
 
 
