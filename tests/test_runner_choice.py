@@ -50,6 +50,24 @@ def test_onnxruntime_gives_the_metrics_of_pytorch_and_is_cached(run_folder):
     assert api.evaluate(run_folder).runner == "onnxruntime"
 
 
+def test_the_cache_is_recorded_as_the_runs_own_output(tmp_path):
+    from reidcli.outputs import RECORD, OutputFolder
+
+    data = tmp_path / "data"
+    api.prepare("synthetic", out=data, ids=4, cams=2, images_per_id=4, size=(64, 32))
+    run = tmp_path / "run"
+    with OutputFolder.open(run, "run") as folder:
+        folder.own("last.pt")
+        make_checkpoint(run, "osnet_x0_25", data={"root": str(data)}, export={"exporter": "legacy"})
+    api.evaluate(run, runner="onnxruntime")
+    files = json.loads((run / RECORD).read_text())["files"]
+    assert sum(name.startswith(f"{backend.CACHE_DIR}/") for name in files) == 2
+    # so a new run over it with overwrite removes the cache with the rest
+    with OutputFolder.open(run, "run", overwrite=True):
+        pass
+    assert not (run / backend.CACHE_DIR).exists()
+
+
 def test_auto_keeps_pytorch_for_a_small_job_without_a_cached_export(tmp_path):
     data = tmp_path / "data"
     api.prepare("synthetic", out=data, ids=4, cams=2, images_per_id=4, size=(64, 32))

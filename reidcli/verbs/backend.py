@@ -24,6 +24,7 @@ from pathlib import Path
 
 from reidcli import __version__
 from reidcli.errors import ParityError, RecipeError
+from reidcli.outputs import register_output
 from reidcli.reporting import Reporter
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ def open_cached(
             log.warning("embedding with PyTorch: the ONNX export failed its parity check (%s)", err)
             return None
         _remove_stale(path, checkpoint)
+        for name in (path.name, f"{path.name}.metadata.json"):  # the run's record owns them
+            register_output(checkpoint.parent, f"{CACHE_DIR}/{name}")
     return load_exported_runner(path, "cpu")
 
 
