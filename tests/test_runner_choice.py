@@ -96,6 +96,8 @@ def test_a_changed_checkpoint_gets_a_new_export_and_the_stale_one_goes(run_folde
 def test_onnxruntime_refused_where_the_export_cannot_stand_in(run_folder):
     with pytest.raises(RecipeError, match=r"eval\.amp resolves to bf16"):
         api.evaluate(run_folder, runner="onnxruntime", overrides=["eval.amp=bf16"])
+    with pytest.raises(RecipeError, match="features are embedded"):
+        api.evaluate(features="features.npz", runner="pytorch")  # nothing to run: not ignored
     # auto falls back to PyTorch and says why
     recipe = _recipe(run_folder, "bf16")
     choice = backend.choose("auto", run_folder / "last.pt", recipe, "cpu", 10**6)

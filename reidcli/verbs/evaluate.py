@@ -29,6 +29,8 @@ def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Repor
     if options.features is not None:
         if target is not None:
             raise RecipeError("give either a run/checkpoint or features, not both")
+        if options.runner != "auto":
+            raise RecipeError("runner applies to a run or checkpoint; features are embedded")
         from reidcli.recipe import load_eval
 
         cfg = load_eval(options.recipe, overrides)
