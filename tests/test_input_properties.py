@@ -2,7 +2,6 @@
 dataset CSV reader and the features reader either accept their input or refuse it with a
 `ReidError` (one line at the CLI), never with another kind of exception."""
 
-import contextlib
 import io
 import zipfile
 from pathlib import Path
@@ -17,6 +16,17 @@ from reidcli.errors import DatasetError, FeaturesError, RecipeError
 from reidcli.metrics.features import read_npz, validate_features
 from reidcli.recipe import load_recipe
 from reidcli.recipe.loading import validate_recipe
+
+
+def result_or_error(call, error: type[Exception]):
+    """What `call()` returns, or the `error` it raised, which must say what is wrong."""
+    try:
+        return call()
+    except error as err:
+        text = str(err)
+        assert text.strip() and "Traceback" not in text, text
+        return err
+
 
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -42,8 +52,7 @@ VALUES = st.recursive(
 @SETTINGS
 @given(raw=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5))
 def test_recipe_dicts_validate_or_raise_recipe_error(raw):
-    with contextlib.suppress(RecipeError):
-        validate_recipe(raw)
+    result_or_error(lambda: validate_recipe(raw), RecipeError)
 
 
 @SETTINGS
@@ -51,8 +60,7 @@ def test_recipe_dicts_validate_or_raise_recipe_error(raw):
 def test_recipe_text_loads_or_raises_recipe_error(tmp_path, text):
     path = tmp_path / "r.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    with contextlib.suppress(RecipeError):
-        load_recipe(path)
+    result_or_error(lambda: load_recipe(path), RecipeError)
 
 
 @SETTINGS
@@ -63,8 +71,7 @@ def test_recipe_text_loads_or_raises_recipe_error(tmp_path, text):
     value=st.one_of(st.text(max_size=30), SCALARS.map(repr)),
 )  # fmt: skip
 def test_set_overrides_apply_or_raise_recipe_error(key, value):
-    with contextlib.suppress(RecipeError):
-        load_recipe(None, [f"{key}={value}"])
+    result_or_error(lambda: load_recipe(None, [f"{key}={value}"]), RecipeError)
 
 
 FIELD = st.one_of(
@@ -80,16 +87,14 @@ def test_csv_datasets_parse_or_raise_dataset_error(tmp_path, rows, header):
     (tmp_path / "a.jpg").write_bytes(b"\xff\xd8")
     text = header + "\n" + "\n".join(",".join(row) for row in rows)
     (tmp_path / "list.csv").write_text(text, encoding="utf-8", errors="surrogatepass")
-    with contextlib.suppress(DatasetError):
-        parse_csv(tmp_path / "list.csv")
+    result_or_error(lambda: parse_csv(tmp_path / "list.csv"), DatasetError)
 
 
 @SETTINGS
 @given(data=st.binary(max_size=400))
 def test_csv_bytes_parse_or_raise_dataset_error(tmp_path, data):
     (tmp_path / "list.csv").write_bytes(data)
-    with contextlib.suppress(DatasetError):
-        parse_csv(tmp_path / "list.csv")
+    result_or_error(lambda: parse_csv(tmp_path / "list.csv"), DatasetError)
 
 
 DTYPES = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int8, np.uint64,
@@ -116,8 +121,7 @@ FEATURE_KEYS = ["query_features", "gallery_features", "query_pids", "gallery_pid
 @SETTINGS
 @given(arrays=st.dictionaries(st.sampled_from(FEATURE_KEYS), ARRAY, max_size=8))
 def test_feature_arrays_validate_or_raise_features_error(arrays):
-    with contextlib.suppress(FeaturesError):
-        validate_features(arrays)
+    result_or_error(lambda: validate_features(arrays), FeaturesError)
 
 
 @SETTINGS
@@ -130,8 +134,7 @@ def test_feature_files_read_or_raise_features_error(tmp_path, data, zipped):
             archive.writestr("query_features.npy", data)
         data = buffer.getvalue()
     path.write_bytes(data)
-    with contextlib.suppress(FeaturesError):
-        validate_features(read_npz(path), str(path))
+    result_or_error(lambda: validate_features(read_npz(path), str(path)), FeaturesError)
 
 
 @pytest.mark.parametrize("name", ["nothing.npz", "folder"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from reidcli.reporting import Reporter
 from reidcli.verbs.bench import reference
 from reidcli.verbs.bench.compare import SCHEMA_VERSION, add_speedups
 from reidcli.verbs.bench.system import environment
+from reidcli.verbs.bench.timing import time_interleaved, time_steps
 
 log = logging.getLogger(__name__)
 
@@ -259,11 +259,11 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
         else:
             step = _eval_step(recipe, setting, device, cache)
         if recipe.bench.reference:
-            times, reference_times = _time_interleaved(
+            times, reference_times = time_interleaved(
                 step, _reference_step(recipe, setting, device), recipe.bench, device
             )
         else:
-            times, reference_times = _time(step, recipe.bench, device), []
+            times, reference_times = time_steps(step, recipe.bench, device), []
     except Exception as err:  # out of memory, an unsupported dtype, an exporter failure: the row
         row["error"] = _one_line(err)
         log.debug("bench row %s failed", setting, exc_info=True)
@@ -297,63 +297,6 @@ def _autocast_dtype(precision: str) -> torch.dtype | None:
     from reidcli.engine.runtime import AMP_DTYPES
 
     return AMP_DTYPES["off" if precision == "fp32" else precision]
-
-
-def _time(step: Callable[[], None], cfg, device) -> list[float]:
-    """Seconds of each timed iteration (after `cfg.warmup` untimed ones), synchronised on GPU."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(cfg.warmup):
-        step()
-    sync()
-    times: list[float] = []
-    started = time.perf_counter()
-    while True:
-        begin = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - begin)
-        if cfg.seconds is None and len(times) >= cfg.iters:
-            return times
-        if cfg.seconds is not None and time.perf_counter() - started >= cfg.seconds:
-            return times
-
-
-def _time_interleaved(
-    step: Callable[[], None], other: Callable[[], None], cfg, device
-) -> tuple[list[float], list[float]]:
-    """Seconds of each timed iteration of `step` and of `other`, run in alternation (the order
-    swaps every iteration, so neither always runs on the caches the other left)."""
-
-    def timed(fn: Callable[[], None]) -> float:
-        begin = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - begin
-
-    for _ in range(cfg.warmup):
-        step()
-        other()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    times: list[float] = []
-    others: list[float] = []
-    started = time.perf_counter()
-    while True:
-        if len(times) % 2:
-            others.append(timed(other))
-            times.append(timed(step))
-        else:
-            times.append(timed(step))
-            others.append(timed(other))
-        if cfg.seconds is None and len(times) >= cfg.iters:
-            return times, others
-        if cfg.seconds is not None and time.perf_counter() - started >= cfg.seconds:
-            return times, others
 
 
 def _reference_step(recipe, setting: Setting, device) -> Callable[[], None]:
