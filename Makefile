@@ -24,8 +24,12 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Two workers, one module each at a time (its fixtures are built once); then the timed tests
+# (marked `serial`) alone. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 # Float kernels and summation order differ between CPUs (AVX-512 on Intel Xeon, AVX2 on AMD Zen,
 # each with its own oneDNN/MKL paths). ATEN_CPU_CAPABILITY selects the kernel set, so one machine
@@ -51,7 +55,7 @@ test-portable: install
 # The tolerance is the baseline's, three times the spread measured when it was recorded
 # (`python benchmarks/gate_baseline.py record`); BENCH_TOLERANCE=N overrides it.
 BENCH_BASELINE ?= benchmarks/baselines/lmbn_n-quick-cpu.json
-BENCH_GATE_ARGS ?= --amp --quick --iters 5 --reference --model lmbn_n --threads 2
+BENCH_GATE_ARGS ?= --set bench.amp=auto --quick --iters 5 --reference --model lmbn_n --threads 2
 BENCH_GATE_ENV ?= ATEN_CPU_CAPABILITY=avx2
 BENCH_TOLERANCE ?=
 bench-gate: install

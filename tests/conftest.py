@@ -19,6 +19,10 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers side by side: one thread each, so that they do not fight
+    # over the two cores (torch's threads spin while they wait). Subprocesses inherit it.
+    os.environ["OMP_NUM_THREADS"] = "1"
 # The suite is the CPU suite on every machine: `device: auto` would otherwise pick a GPU where
 # there is one (and torchrun's second rank a GPU that a one-GPU machine lacks). Subprocesses
 # inherit this. `REID_TEST_CUDA=1` keeps the GPUs visible; `benchmarks/gpu_check.sh` runs the
@@ -70,6 +74,19 @@ def reid_process(*args: str, cwd: Path = ROOT, **kwargs) -> subprocess.Completed
     )
 
 
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """The synthetic dataset of the `reid train` tests (tests/train_support.py): 100 identities,
+    3 cameras, 8 crops each at 64x32, 10 validation identities."""
+    out = tmp_path_factory.mktemp("synthetic")
+    done = reid(
+        "prepare", "synthetic", "--out", str(out), "--ids", "100", "--cams", "3",
+        "--images-per-id", "8", "--size", "64x32", "--val-ids", "10", "--seed", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
@@ -112,3 +129,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The modules that take longest start first, so that `make test`'s two workers (pytest-xdist,
+# one module at a time) finish together instead of one waiting for the other's last module.
+LONGEST_FIRST = (
+    "test_train.py",
+    "test_train_distributed.py",
+    "test_train_faults.py",
+    "test_export.py",
+    "test_bench.py",
+    "test_embed.py",
+    "test_hostile.py",
+    "test_runner_choice.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

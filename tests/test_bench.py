@@ -234,6 +234,18 @@ def test_dtype_implies_amp():
     assert [s.precision for s, _ in rows] == ["fp32", "fp16"]
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_times_only_what_this_cpu_computes_in_hardware(monkeypatch, native):
+    monkeypatch.setattr(measure, "cpu_has_native", lambda precision: native)
+    recipe = load_recipe(None, ["bench.amp=auto", "bench.dtype=bf16,fp16", "bench.batch=1"])
+    rows = measure.plan(recipe, torch.device("cpu"))
+    assert [s.precision for s, _ in rows] == (["fp32", "bf16", "fp16"] if native else ["fp32"])
+    assert measure.left_out(recipe, torch.device("cpu")) == ([] if native else ["bf16", "fp16"])
+    # --amp (true) times an emulated precision anyway.
+    recipe = load_recipe(None, ["bench.amp=true", "bench.batch=1"])
+    assert [s.precision for s, _ in measure.plan(recipe, torch.device("cpu"))] == ["fp32", "bf16"]
+
+
 def test_batch_and_lists_accept_one_or_many():
     bench = load_recipe(None, ["bench.batch=32", "bench.dtype=bf16,fp16"]).bench
     assert bench.batch == (32,) and bench.dtype == ("bf16", "fp16")

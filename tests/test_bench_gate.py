@@ -158,6 +158,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("capability", ["default", "avx2", "native"])
 def test_gate_fails_a_doctored_model_and_passes_the_real_one(capability):
     tolerance = json.loads(BASELINE.read_text())["gate"]["tolerance_pct"]

@@ -69,6 +69,12 @@ def render_report(report: BenchReport, console: Console | None = None) -> None:
     for precision in sorted({row.precision for row in report.rows} - {"fp32"}):
         if env.get(f"native_{precision}") is False:
             console.print(f"note: {emulated_precision_note(precision)}", markup=False)
+    for precision in report.document["settings"].get("precisions_left_out", []):
+        console.print(
+            f"note: {precision} not timed: it is emulated on this CPU (amp: auto times the "
+            "precisions it computes in hardware; --amp times it anyway)",
+            markup=False,
+        )
     if relative:
         console.print(
             f"vs reference: images/s against {report.document['settings']['reference']} at the "

@@ -197,7 +197,11 @@ class Bench(Section):
     mode: Literal["eval", "train", "both"] = Field(
         "eval", description="eval: model.embed as evaluated; train: a whole train step"
     )
-    amp: bool = Field(False, description="time autocast beside fp32")
+    amp: bool | Literal["auto"] = Field(
+        False,
+        description="time autocast beside fp32; auto: only the precisions this CPU computes "
+        "in hardware (an emulated bf16 or fp16 is left out, not timed)",
+    )
     dtype: tuple[Literal["bf16", "fp16"], ...] | None = Field(
         None,
         description="autocast precisions timed beside fp32 (implies amp; default with amp: "

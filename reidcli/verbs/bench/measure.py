@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reidcli.engine.runtime import peak_memory_mb, reset_peak_memory
+from reidcli.engine.runtime import cpu_has_native, peak_memory_mb, reset_peak_memory
 from reidcli.recipe import Recipe
 from reidcli.recipe.loading import as_overrides
 from reidcli.reporting import Reporter
@@ -54,12 +54,27 @@ class Setting:
     compile: bool
 
 
-def plan(recipe: Recipe, device: torch.device) -> list[tuple[Setting, str | None]]:
-    """Every row to time, each with the reason it cannot run here (None when it can)."""
+def precisions_asked(recipe: Recipe, device: torch.device) -> list[str]:
+    """fp32 and the autocast precisions the bench section names for this device."""
     cfg = recipe.bench
     precisions = ["fp32"]
     if cfg.amp or cfg.dtype:  # naming the autocast precisions asks for them
         precisions += list(cfg.dtype or (("fp16",) if device.type == "cuda" else ("bf16",)))
+    return precisions
+
+
+def left_out(recipe: Recipe, device: torch.device) -> list[str]:
+    """The precisions `amp: auto` leaves out here: those this CPU emulates."""
+    if recipe.bench.amp != "auto" or device.type != "cpu":
+        return []
+    return [p for p in precisions_asked(recipe, device) if p != "fp32" and not cpu_has_native(p)]
+
+
+def plan(recipe: Recipe, device: torch.device) -> list[tuple[Setting, str | None]]:
+    """Every row to time, each with the reason it cannot run here (None when it can)."""
+    cfg = recipe.bench
+    skipped = left_out(recipe, device)
+    precisions = [p for p in precisions_asked(recipe, device) if p not in skipped]
     layouts = [False, True] if cfg.channels_last else [False]
     cuda = device.type == "cuda"
     plain = False if cuda else None  # cudnn.benchmark means nothing on the CPU
@@ -168,6 +183,8 @@ def _run(recipe: Recipe, device: torch.device, reporter: Reporter) -> dict:
             "num_classes": BENCH_CLASSES,
             "loss": [term.name for term in recipe.loss],
             "optim": recipe.optim.name,
+            # amp: auto leaves out what this CPU emulates; the table says so.
+            "precisions_left_out": left_out(recipe, device),
         },
         "env": environment(device, used),
         "results": results,
