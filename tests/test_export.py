@@ -1,4 +1,5 @@
-"""`reid export`: every catalog model to ONNX and TorchScript with parity at two batch sizes,
+"""`reid export`: every catalog model to ONNX and TorchScript (LMBN_n and OSNet also to a
+`torch.export` program) with parity at two batch sizes,
 the input contract, metadata, the exporters' fallback and failures, and the command's errors."""
 
 import json
@@ -9,10 +10,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 from reidcli import api
 from reidcli.engine.checkpoint import save_checkpoint
-from reidcli.errors import ExportError, ParityError
+from reidcli.errors import CheckpointError, ExportError, ParityError
 from reidcli.export.metadata import BOXMOT_NAMES, sidecar_path
 from reidcli.export.writers import export_onnx
 from reidcli.inference.runners import load_exported_runner
@@ -135,6 +137,63 @@ def test_torchscript_metadata_follows_the_recipe(tmp_path):
     with torch.no_grad():
         norms = module(torch.randn(2, 3, 64, 32)).norm(dim=1)
     np.testing.assert_allclose(norms.numpy(), 1.0, atol=1e-5)  # "whole": unit vectors
+
+
+def test_pt2_program_round_trips_through_embed(tmp_path):
+    # torch.export takes about a minute for LMBN_n on two cores, so the test captures OSNet;
+    # the LMBN_n figures are in BENCHMARKS.md.
+    checkpoint = make_checkpoint(tmp_path, "osnet_x0_25")
+    result = api.export(tmp_path, formats="pt2").to_json()
+    (item,) = result["exports"]
+    path = Path(item["path"])
+    assert path == checkpoint.with_suffix(".pt2") and item["exporter"] == "torch.export"
+    assert item["parity"]["passed"] and [b["batch"] for b in item["parity"]["batches"]] == [1, 7]
+    meta = json.loads(sidecar_path(path).read_text())
+    extra = {"reid_metadata.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    assert json.loads(extra["reid_metadata.json"]) == meta and meta["format"] == "pt2"
+    # The archive keeps the example it was captured with: made-up zeros, not the user's crops.
+    (example,) = program.example_inputs[0]
+    assert example.shape[1:] == (3, 64, 32) and not example.any()
+    # The file through `reid embed`'s loader against the checkpoint, at a batch size the
+    # built-in check did not use.
+    images = torch.randn(5, 3, 64, 32, generator=torch.Generator().manual_seed(7))
+    expected = reference_embedding(checkpoint, images)
+    runner = load_exported_runner(path, "cpu")
+    got = runner(images)
+    assert runner.backend == "torch.export" and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    cosine = (
+        (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    )
+    assert cosine.min() >= 0.9999
+    with pytest.raises(CheckpointError, match=r"takes inputs of shape \[batch, 3, 64, 32\]"):
+        runner(torch.zeros(2, 3, 32, 32))
+
+
+def test_a_damaged_pt2_is_one_line(osnet, tmp_path, capsys):
+    api.export(osnet, formats="pt2", out=tmp_path / "m.pt2", check=False)
+    data = (tmp_path / "m.pt2").read_bytes()
+    (tmp_path / "cut.pt2").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.pt2").write_bytes(b"not an archive")
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    Image.new("RGB", (32, 64), (90, 30, 200)).save(crops / "a.png")
+    for name, message in (("cut.pt2", "truncated or corrupted"), ("garbage.pt2", "garbage.pt2")):
+        code, _, stderr = run_cli(capsys, "embed", str(tmp_path / name), str(crops))
+        assert code == 1 and message in stderr and "Traceback" not in stderr, stderr
+    import zipfile
+
+    with (
+        zipfile.ZipFile(tmp_path / "m.pt2") as src,
+        zipfile.ZipFile(tmp_path / "bad.pt2", "w") as dst,
+    ):
+        for entry in src.infolist():
+            body = src.read(entry)
+            dst.writestr(entry, b"{" if entry.filename.endswith("models/model.json") else body)
+    code, _, stderr = run_cli(capsys, "embed", str(tmp_path / "bad.pt2"), str(crops))
+    assert code == 1 and "torch.export.load cannot load it" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 def test_include_preprocessing_takes_uint8(osnet, tmp_path):
@@ -313,6 +372,7 @@ def test_cli_json_and_table(osnet, tmp_path, capsys):
         (["--format", "tflite"], 2, "tflite"),
         (["--format", "onnx", "--format", "torchscript", "--out", "x.onnx"], 2, "one format"),
         (["--format", "torchscript", "--static-batch", "2"], 2, "--static-batch"),
+        (["--format", "pt2", "--static-batch", "2"], 2, "--static-batch"),
         (["--format", "onnx", "--atol", "0"], 2, "--atol"),
         (["--format", "onnx", "--min-cos", "1.5"], 2, "--min-cos"),
         (["--format", "onnx", "--exporter", "jit"], 2, "jit"),

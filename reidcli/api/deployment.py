@@ -65,7 +65,8 @@ def embed(
     """Embed images (or a prepared dataset's query and gallery) with a checkpoint or export.
 
     Args:
-        model: a run folder, a checkpoint, an `.onnx` file or a TorchScript file. Preprocessing
+        model: a run folder, a checkpoint, an `.onnx` file, a `.pt2` program or a TorchScript
+            file. Preprocessing
             comes from the recipe or the export metadata.
         inputs: image files, folders (searched recursively) and text files listing image paths.
         options: an `EmbedOptions` (`dataset` instead of inputs: a prepared dataset whose

@@ -1,4 +1,5 @@
-"""Write an `EmbeddingGraph` as ONNX (torch.onnx, dynamo first, legacy where needed) or TorchScript.
+"""Write an `EmbeddingGraph` as ONNX (torch.onnx, dynamo first, legacy where needed), a
+`torch.export` program archive (.pt2) or TorchScript (legacy: deprecated in PyTorch).
 
 Exporter failures are turned into an `ExportError` that names the operator, never a traceback.
 """
@@ -24,7 +25,8 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "features"
 EXPORTERS = ("auto", "dynamo", "legacy")
 EXTRA_HINT = "pip install 'reidcli[export]'"
-TORCHSCRIPT_METADATA = "reid_metadata.json"
+# The metadata document inside a TorchScript or .pt2 archive (an extra file of the archive).
+ARCHIVE_METADATA = "reid_metadata.json"
 
 # Where exporters name the operator they could not translate (dynamo, then legacy messages).
 _OPERATOR_PATTERNS = (
@@ -178,7 +180,30 @@ def trace_torchscript(graph: nn.Module, example: torch.Tensor) -> torch.jit.Scri
 def save_torchscript(module: torch.jit.ScriptModule, path: Path, metadata: dict) -> None:
     """Save a traced module with `metadata` as the extra file `reid_metadata.json`."""
     with _quiet():
-        module.save(str(path), _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})
+        module.save(str(path), _extra_files={ARCHIVE_METADATA: json.dumps(metadata)})
+
+
+def export_program(graph: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """`graph` as a `torch.export` program with a dynamic batch dimension.
+
+    The program keeps its example inputs in the archive, so `example` should be made-up data of
+    the contract's shape and dtype, not the user's images.
+
+    Raises:
+        ExportError: torch.export cannot capture the model (the operator is named when it says).
+    """
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with _quiet(), torch.no_grad():
+            return torch.export.export(graph, (example,), dynamic_shapes={INPUT_NAME: {0: batch}})
+    except Exception as err:  # torch.export raises many kinds; all are reported
+        raise ExportError(f"torch.export cannot export the model: {_describe(err)}") from None
+
+
+def save_program(program: torch.export.ExportedProgram, path: Path, metadata: dict) -> None:
+    """Save a program archive with `metadata` as the extra file `reid_metadata.json`."""
+    with _quiet():
+        torch.export.save(program, str(path), extra_files={ARCHIVE_METADATA: json.dumps(metadata)})
 
 
 def _describe(err: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""Models that turn preprocessed image batches into embeddings: a checkpoint, ONNX or TorchScript.
+"""Models that turn preprocessed image batches into embeddings: a checkpoint, ONNX, a
+`torch.export` program (.pt2) or TorchScript.
 
 Every runner takes a batch prepared by the one preprocessing of `InputContract` (float32
 normalised, or uint8 for files that normalise in their graph) and returns (B, D) float32 numpy
@@ -25,7 +26,7 @@ from reidcli.export.metadata import (
     check_metadata,
     read_sidecar,
 )
-from reidcli.export.writers import TORCHSCRIPT_METADATA, require_onnxruntime
+from reidcli.export.writers import ARCHIVE_METADATA, require_onnxruntime
 from reidcli.recipe.options import EXPORT_BATCH, EXPORT_WORKERS
 
 
@@ -34,7 +35,7 @@ class Runner:
     """A loaded model and how to feed it.
 
     Attributes:
-        backend: "pytorch", "onnxruntime" or "torchscript".
+        backend: "pytorch", "onnxruntime", "torch.export" or "torchscript".
         contract: the input contract every image is prepared with.
         metadata: the export metadata (empty for a checkpoint or a file given --size/--mean/--std).
         source: the file the model came from.
@@ -108,10 +109,10 @@ def load_exported_runner(
     override: InputContract | None = None,
     threads: int | None = None,
 ) -> Runner:
-    """An exported ONNX or TorchScript file with its metadata.
+    """An exported ONNX, `torch.export` (.pt2) or TorchScript file with its metadata.
 
     Args:
-        path: the `.onnx` file, or a TorchScript archive (recognised by its content).
+        path: the `.onnx` file, or a .pt2 or TorchScript archive (recognised by their content).
         device: auto, cpu or cuda.
         override: the input contract of a file that carries no metadata (--size/--mean/--std);
             refused for a file that carries its own.
@@ -127,12 +128,16 @@ def load_exported_runner(
     if path.suffix.lower() == ".onnx":
         run, embedded = open_onnx(path, device, threads)
         backend = "onnxruntime"
+    elif is_program(path):
+        run, embedded = open_program(path, device)
+        backend = "torch.export"
     elif is_torchscript(path):
         run, embedded = open_torchscript(path, device)
         backend = "torchscript"
     else:
         raise CheckpointError(
-            f"{path}: neither an .onnx file, a TorchScript archive, a run folder nor a checkpoint"
+            f"{path}: neither an .onnx file, a .pt2 or TorchScript archive, a run folder nor a "
+            "checkpoint"
         )
     meta = embedded if embedded is not None else read_sidecar(path)
     if meta is not None and override is not None:
@@ -151,13 +156,29 @@ def load_exported_runner(
     return Runner(backend, InputContract.from_metadata(meta), path, meta, run)
 
 
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip with a `code/` folder (a torch.save checkpoint has none)."""
+def _archive_names(path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
+            return archive.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
+        return []
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip with a `code/` folder (a torch.save checkpoint has none)."""
+    return any("/code/" in name for name in _archive_names(path))
+
+
+def is_program(path: Path) -> bool:
+    """A `torch.export.save` archive (.pt2) names its format in an `archive_format` entry."""
+    return any(name.endswith("/archive_format") for name in _archive_names(path))
+
+
+def is_exported(path: Path) -> bool:
+    """An exported model file (ONNX, .pt2 or TorchScript), as opposed to a run or checkpoint."""
+    return path.is_file() and (
+        path.suffix.lower() == ".onnx" or is_program(path) or is_torchscript(path)
+    )
 
 
 def open_onnx(path: Path, device: str = "cpu", threads: int | None = None):
@@ -206,7 +227,7 @@ def open_torchscript(path: Path, device: str = "cpu"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ExportError("--device cuda was asked for, but no CUDA device is available")
-    extra = {TORCHSCRIPT_METADATA: ""}
+    extra = {ARCHIVE_METADATA: ""}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
@@ -214,7 +235,7 @@ def open_torchscript(path: Path, device: str = "cpu"):
     except RuntimeError as err:
         raise CheckpointError(f"{path}: torch.jit.load cannot load it ({err})") from None
     module.eval()
-    meta = json.loads(extra[TORCHSCRIPT_METADATA]) if extra[TORCHSCRIPT_METADATA] else None
+    meta = json.loads(extra[ARCHIVE_METADATA]) if extra[ARCHIVE_METADATA] else None
     # The JIT's profiling executor spends seconds on the first batches; on the CPU it fuses
     # nothing, so running the graph as traced gives the same numbers without that wait.
     optimize = device != "cpu"
@@ -223,6 +244,44 @@ def open_torchscript(path: Path, device: str = "cpu"):
     def run(batch: torch.Tensor) -> np.ndarray:
         with torch.jit.optimized_execution(optimize):
             return module(batch.to(device)).float().cpu().numpy()
+
+    return run, meta
+
+
+def open_program(path: Path, device: str = "cpu"):
+    """A `torch.export` program archive as a batch -> features function, and its metadata."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExportError("--device cuda was asked for, but no CUDA device is available")
+    extra = {ARCHIVE_METADATA: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(str(path), extra_files=extra)
+    except Exception as err:  # torch.export.load raises many kinds for a damaged archive
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: torch.export.load cannot load it ({first})") from None
+    module = program.module()
+    if device != "cpu":
+        module.to(device)
+    meta = json.loads(extra[ARCHIVE_METADATA]) if extra[ARCHIVE_METADATA] else None
+    first = next(iter(program.graph_signature.user_inputs), None)
+    example = program.example_inputs[0][0] if program.example_inputs else None
+
+    @torch.inference_mode()
+    def run(batch: torch.Tensor) -> np.ndarray:
+        if example is not None and (
+            batch.ndim != example.ndim or batch.shape[1:] != example.shape[1:]
+        ):
+            raise CheckpointError(
+                f"{path} takes inputs of shape [batch, {', '.join(map(str, example.shape[1:]))}]"
+                f" ({first}), got {list(batch.shape)}: give the file's own --size"
+            )
+        try:
+            return module(batch.to(device)).float().cpu().numpy()
+        except Exception as err:  # a guard of the program, or a kernel, failed on this batch
+            raise CheckpointError(f"{path}: the program failed on a batch ({err})") from None
 
     return run, meta
 
@@ -248,8 +307,7 @@ def load_runner(model, device: str, contract=None, recipe=None) -> tuple:
     path = Path(model)
     if not path.exists():
         raise CheckpointError(f"{path}: no such run folder, checkpoint or exported model")
-    exported = path.is_file() and (path.suffix.lower() == ".onnx" or is_torchscript(path))
-    if not exported:
+    if not is_exported(path):
         if override is not None:
             raise RecipeError(
                 "size/mean/std describe exported files without metadata; a checkpoint's "

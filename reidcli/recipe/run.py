@@ -114,14 +114,16 @@ class Eval(Section):
 # cosine), for fp32 files and for --fp16 ones.
 FP32_TOLERANCE = (1e-4, 0.9999)
 FP16_TOLERANCE = (1e-2, 0.999)
-ExportFormat = Literal["onnx", "torchscript"]
+ExportFormat = Literal["onnx", "pt2", "torchscript"]
 
 
 class Export(Section):
     """`reid export`: the formats written, their input contract and the parity check."""
 
     formats: tuple[ExportFormat, ...] = Field(
-        ("onnx",), description="formats to write (onnx, torchscript; repeat --format for more)"
+        ("onnx",),
+        description="formats to write (onnx; pt2: a torch.export program; torchscript: legacy, "
+        "deprecated by PyTorch); repeat --format for more",
     )
     opset: int = Field(
         18, ge=11, le=30, description="ONNX opset (the dynamo exporter writes 18+; legacy below)"
@@ -170,9 +172,10 @@ class Export(Section):
     def _options_of_the_formats(self) -> "Export":
         if not self.formats:
             raise ValueError("give at least one format")
-        if self.static_batch is not None and "torchscript" in self.formats:
+        others = [f for f in self.formats if f != "onnx"]
+        if self.static_batch is not None and others:
             raise ValueError(
-                "static_batch applies to ONNX; a TorchScript file takes any batch size"
+                f"static_batch applies to ONNX; a {others[0]} file takes any batch size"
             )
         return self
 

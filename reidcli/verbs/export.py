@@ -1,4 +1,4 @@
-"""`reid export`: a checkpoint to ONNX / TorchScript files, checked against the PyTorch model.
+"""`reid export`: a checkpoint to ONNX, .pt2 or TorchScript files, checked against the model.
 
 The formats and their options are the recipe's `export` section (`reidcli.recipe.run.Export`):
 a new option is a field there, read here from `rec.export`.
@@ -33,20 +33,23 @@ from reidcli.export.metadata import (
 from reidcli.export.parity import check_parity, failure_message
 from reidcli.export.writers import (
     export_onnx,
+    export_program,
     require_onnx,
     require_onnxruntime,
+    save_program,
     save_torchscript,
     trace_torchscript,
 )
-from reidcli.inference.runners import open_onnx, open_torchscript
+from reidcli.inference.runners import open_onnx, open_program, open_torchscript
 from reidcli.outputs import atomic_path, check_output_file
 from reidcli.recipe.options import ExportOptions
 from reidcli.results import ExportedFile, ExportResult, ParityReport
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+FORMATS = ("onnx", "pt2", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript"}
+OPENERS = {"onnx": open_onnx, "pt2": open_program, "torchscript": open_torchscript}
 TRACE_BATCH = 2  # dynamic-batch graphs are traced at 2 and checked at 1 and 7
 CHECK_BATCHES = (1, 7)
 
@@ -210,6 +213,12 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> ExportedFile:
                 graph, example, tmp, opset=job.opset, dynamic_batch=dynamic, exporter=job.exporter
             )
             exporter, reason, opset = done.exporter, done.fallback_reason, done.opset
+        elif fmt == "pt2":
+            # The archive keeps its example inputs: made-up images, never the user's crops.
+            made_up = torch.zeros_like(example)
+            program = export_program(graph, made_up)
+            save_program(program, tmp, {})
+            exporter, reason, opset = "torch.export", None, None
         else:
             module = trace_torchscript(graph, example)
             save_torchscript(module, tmp, {})
@@ -234,6 +243,8 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> ExportedFile:
             raise err
         if fmt == "onnx":
             write_onnx_metadata(tmp, meta)
+        elif fmt == "pt2":
+            save_program(program, tmp, meta)
         else:
             save_torchscript(module, tmp, meta)
     sidecar = write_sidecar(path, meta)
@@ -249,7 +260,7 @@ def _export_one(fmt: str, path: Path, job: ExportJob) -> ExportedFile:
 
 def _parity(fmt: str, tmp: Path, job: ExportJob, inputs, float_pool) -> dict:
     """The file just written against the fp32 PyTorch model's `embed` on the same images."""
-    run, _ = open_onnx(tmp) if fmt == "onnx" else open_torchscript(tmp)
+    run, _ = OPENERS[fmt](tmp)
     if job.reference is None:
         flip, how = job.recipe.eval.flip, job.recipe.eval.normalize
         with torch.no_grad():
