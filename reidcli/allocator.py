@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 
 ENV = "REID_MALLOC"
 CHOICES = ("retain", "system")
@@ -45,9 +46,18 @@ def requested() -> str:
 def retain_freed_memory() -> bool:
     """Serve large allocations from the heap and keep freed memory (glibc only).
 
+    Call it first in a process. Once OpenVINO is loaded the setting is left alone: changed in
+    a process where OpenVINO had already allocated, glibc's heap was seen corrupted (a crash in
+    `realloc` later on), so a process that imported `openvino` keeps glibc's defaults.
+
     Returns:
-        Whether the setting took effect (False on a C library other than glibc).
+        Whether the setting took effect (False on a C library other than glibc, or after
+        OpenVINO was loaded).
     """
+    if current() == "retain":
+        return True
+    if "openvino" in sys.modules:
+        return False
     libc = _glibc()
     if libc is None:
         return False

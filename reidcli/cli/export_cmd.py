@@ -1,4 +1,4 @@
-"""`reid export`: a trained model to ONNX / TorchScript, checked against PyTorch.
+"""`reid export`: a trained model to ONNX (fp32/fp16/INT8), OpenVINO, .pt2 or TorchScript.
 
 What is written and how is the recipe's `export` section: each such flag defaults to "not
 given" and, when given, becomes an `export.*` override of the checkpoint's recipe; `--out` and
@@ -44,6 +44,12 @@ def export_cmd(
     min_cos: float | None = recipe_option("export.min_cos", "--min-cos"),
     recipe: Path | None = option(ExportOptions, "recipe", "--recipe"),
     exporter: Exporter | None = recipe_option("export.exporter", "--exporter"),
+    int8: bool | None = recipe_option("export.int8", "--int8/--no-int8"),
+    calibrate: str | None = recipe_option("export.calibrate", "--calibrate"),
+    calibration_images: int | None = recipe_option(
+        "export.calibration_images", "--calibration-images"
+    ),
+    max_map_drop: float | None = recipe_option("export.max_map_drop", "--max-map-drop"),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     as_json: bool = json_option(),
 ) -> None:

@@ -17,6 +17,16 @@ def render_export(result: ExportResult) -> None:
     if checked:
         parity_table(f"parity with the PyTorch model ({result.model})", checked)
     for item in result.exports:
+        if item.retrieval is not None:
+            check = item.retrieval
+            console.print(
+                f"INT8 retrieval check on the {check['split']} split ({check['queries']} queries, "
+                f"{check['gallery']} gallery): mAP {check['fp32']['mAP']:.2f} -> "
+                f"{check['int8']['mAP']:.2f}, rank-1 {check['fp32']['rank1']:.2f} -> "
+                f"{check['int8']['rank1']:.2f} (allowed drop {check['max_drop']:g} points): ok; "
+                f"calibrated on {item.calibration['images']} train crops",
+                highlight=False,
+            )
         how = item.exporter + (f", opset {item.opset}" if item.opset else "")
         if item.fallback_reason:
             how += f" (dynamo exporter failed: {item.fallback_reason})"

@@ -35,7 +35,7 @@ class Runner:
     """A loaded model and how to feed it.
 
     Attributes:
-        backend: "pytorch", "onnxruntime", "torch.export" or "torchscript".
+        backend: "pytorch", "onnxruntime", "openvino", "torch.export" or "torchscript".
         contract: the input contract every image is prepared with.
         metadata: the export metadata (empty for a checkpoint or a file given --size/--mean/--std).
         source: the file the model came from.
@@ -109,10 +109,11 @@ def load_exported_runner(
     override: InputContract | None = None,
     threads: int | None = None,
 ) -> Runner:
-    """An exported ONNX, `torch.export` (.pt2) or TorchScript file with its metadata.
+    """An exported ONNX, OpenVINO, `torch.export` (.pt2) or TorchScript model with its metadata.
 
     Args:
-        path: the `.onnx` file, or a .pt2 or TorchScript archive (recognised by their content).
+        path: the `.onnx` file, an OpenVINO folder (`*_openvino_model/`) or `.xml` file, or a
+            .pt2 or TorchScript archive (recognised by their content).
         device: auto, cpu or cuda.
         override: the input contract of a file that carries no metadata (--size/--mean/--std);
             refused for a file that carries its own.
@@ -122,7 +123,13 @@ def load_exported_runner(
         RecipeError: no metadata and no override, or an override for a file with metadata.
         ExportError / CheckpointError: the file cannot be loaded.
     """
+    from reidcli.export import openvino
+
     path = Path(path)
+    if openvino.is_openvino(path):
+        run, embedded = openvino.open_openvino(path, device, threads)
+        meta = embedded if embedded is not None else read_sidecar(openvino.xml_of(path))
+        return _with_metadata("openvino", path, run, meta, override)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     if path.suffix.lower() == ".onnx":
@@ -140,6 +147,11 @@ def load_exported_runner(
             "checkpoint"
         )
     meta = embedded if embedded is not None else read_sidecar(path)
+    return _with_metadata(backend, path, run, meta, override)
+
+
+def _with_metadata(backend: str, path: Path, run, meta: dict | None, override) -> Runner:
+    """The runner of an exported file: its own metadata, or the caller's override."""
     if meta is not None and override is not None:
         raise RecipeError(
             f"{path} carries its preprocessing in its metadata; --size/--mean/--std are only for "
@@ -175,9 +187,12 @@ def is_program(path: Path) -> bool:
 
 
 def is_exported(path: Path) -> bool:
-    """An exported model file (ONNX, .pt2 or TorchScript), as opposed to a run or checkpoint."""
-    return path.is_file() and (
-        path.suffix.lower() == ".onnx" or is_program(path) or is_torchscript(path)
+    """An exported model (ONNX, OpenVINO, .pt2 or TorchScript), not a run or checkpoint."""
+    from reidcli.export.openvino import is_openvino
+
+    return is_openvino(path) or (
+        path.is_file()
+        and (path.suffix.lower() == ".onnx" or is_program(path) or is_torchscript(path))
     )
 
 

@@ -114,7 +114,7 @@ class Eval(Section):
 # cosine), for fp32 files and for --fp16 ones.
 FP32_TOLERANCE = (1e-4, 0.9999)
 FP16_TOLERANCE = (1e-2, 0.999)
-ExportFormat = Literal["onnx", "pt2", "torchscript"]
+ExportFormat = Literal["onnx", "openvino", "pt2", "torchscript"]
 
 
 class Export(Section):
@@ -122,8 +122,9 @@ class Export(Section):
 
     formats: tuple[ExportFormat, ...] = Field(
         ("onnx",),
-        description="formats to write (onnx; pt2: a torch.export program; torchscript: legacy, "
-        "deprecated by PyTorch); repeat --format for more",
+        description="formats to write (onnx; openvino: an IR folder converted from the ONNX "
+        "graph; pt2: a torch.export program; torchscript: legacy, deprecated by PyTorch); "
+        "repeat --format for more",
     )
     opset: int = Field(
         18, ge=11, le=30, description="ONNX opset (the dynamo exporter writes 18+; legacy below)"
@@ -152,6 +153,26 @@ class Export(Section):
     exporter: Literal["auto", "dynamo", "legacy"] = Field(
         "auto", description="ONNX exporter: auto (dynamo, legacy where it fails)"
     )
+    int8: bool = Field(
+        False,
+        description="ONNX only: post-training static INT8 quantization (ONNX Runtime), "
+        "calibrated on `calibrate`'s train crops and refused when retrieval drops",
+    )
+    calibrate: str | None = Field(
+        None, description="int8: a prepared dataset folder whose train split calibrates"
+    )
+    calibration_images: int = Field(
+        300, ge=1, le=100_000, description="int8: train crops used (a seeded choice)"
+    )
+    calibration_seed: int = Field(0, ge=0, le=2**63 - 1, description="int8: seed of that choice")
+    max_map_drop: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="int8: the most mAP and rank-1 points the INT8 file may lose against the "
+        "fp32 one on the recipe's validation (else test) query and gallery",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -172,10 +193,21 @@ class Export(Section):
     def _options_of_the_formats(self) -> "Export":
         if not self.formats:
             raise ValueError("give at least one format")
-        others = [f for f in self.formats if f != "onnx"]
+        if self.int8:
+            if tuple(self.formats) != ("onnx",):
+                raise ValueError("int8 applies to the onnx format only: export it on its own")
+            if self.calibrate is None:
+                raise ValueError(
+                    "int8 needs calibration data: give calibrate (--calibrate DATA_DIR), a "
+                    "prepared dataset whose train split is read"
+                )
+            if self.fp16 or self.include_preprocessing:
+                raise ValueError("int8 takes float32 input: not with fp16 or include_preprocessing")
+        others = [f for f in self.formats if f not in ("onnx", "openvino")]
         if self.static_batch is not None and others:
             raise ValueError(
-                f"static_batch applies to ONNX; a {others[0]} file takes any batch size"
+                f"static_batch applies to ONNX and OpenVINO; a {others[0]} file takes any batch "
+                "size"
             )
         return self
 
@@ -188,7 +220,7 @@ class Export(Section):
         )
 
 
-BenchBackend = Literal["torch", "torchscript", "onnxruntime"]
+BenchBackend = Literal["torch", "torchscript", "onnxruntime", "openvino"]
 
 
 class Bench(Section):
@@ -214,7 +246,7 @@ class Bench(Section):
     cudnn_benchmark: bool = Field(False, description="time cudnn.benchmark on beside off (CUDA)")
     compile: bool = Field(False, description="torch.compile the model (torch backend)")
     backend: tuple[BenchBackend, ...] = Field(
-        ("torch",), description="eval mode: torch, torchscript and/or onnxruntime"
+        ("torch",), description="eval mode: torch, torchscript, onnxruntime and/or openvino"
     )
     device: Device = Field("auto", description="where the model runs")
     threads: int | None = Field(

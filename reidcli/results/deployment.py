@@ -100,6 +100,9 @@ class ExportedFile(Record):
     embedding_dim: int
     parity: ParityReport | None
     seconds: float
+    # INT8: mAP / rank-1 of the fp32 and INT8 files and the drop (points), and the calibration set
+    retrieval: dict | None = None
+    calibration: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -104,8 +104,10 @@ def _not_applicable(setting: Setting, cuda: bool) -> str | None:
         return "not applicable: cuDNN runs only on CUDA devices"
     if setting.backend != "torch" and setting.precision == "bf16":
         return f"not applicable: {setting.backend} runs the exported fp32 or fp16 graph"
-    if setting.backend == "onnxruntime" and setting.channels_last:
-        return "not applicable: ONNX Runtime chooses its own memory layout"
+    if setting.backend in ("onnxruntime", "openvino") and setting.channels_last:
+        return f"not applicable: {setting.backend} chooses its own memory layout"
+    if setting.backend == "openvino" and cuda:
+        return "not applicable: OpenVINO runs on the CPU here"
     return None
 
 
@@ -357,8 +359,8 @@ def _eval_step(recipe, setting: Setting, device, cache: _Cache) -> Callable[[], 
     if setting.backend == "torchscript":
         run = cache.get(key, lambda: _torchscript(recipe, fp16, fmt, images, device))
     else:
-        run = cache.get(key, lambda: _onnxruntime(recipe, fp16, device, cache.folder))
-        images = images.cpu()  # ONNX Runtime takes numpy arrays
+        run = cache.get(key, lambda: _exported(setting.backend, recipe, fp16, device, cache.folder))
+        images = images.cpu()  # ONNX Runtime and OpenVINO take numpy arrays
     return lambda: run(images)
 
 
@@ -377,16 +379,26 @@ def _torchscript(recipe, fp16: bool, fmt, example, device) -> Callable:
     return run
 
 
-def _onnxruntime(recipe, fp16: bool, device, folder: Path) -> Callable:
+def _exported(backend: str, recipe, fp16: bool, device, folder: Path) -> Callable:
+    """The model exported to ONNX (and converted to OpenVINO IR for `openvino`), as run."""
     from reidcli.export.writers import export_onnx, require_onnxruntime
     from reidcli.inference.runners import open_onnx
 
-    require_onnxruntime()
+    if backend == "onnxruntime":
+        require_onnxruntime()
     graph = _graph(recipe, _build(recipe).eval(), fp16=fp16)
     path = folder / f"model-{'fp16' if fp16 else 'fp32'}.onnx"
-    example = torch.zeros(2, 3, recipe.data.height, recipe.data.width)
-    export_onnx(graph, example, path, opset=recipe.export.opset, dynamic_batch=True)
-    run, _ = open_onnx(path, device.type, recipe.bench.threads)
+    if not path.exists():  # both backends run the same ONNX file
+        example = torch.zeros(2, 3, recipe.data.height, recipe.data.width)
+        export_onnx(graph, example, path, opset=recipe.export.opset, dynamic_batch=True)
+    if backend == "onnxruntime":
+        run, _ = open_onnx(path, device.type, recipe.bench.threads)
+        return run
+    from reidcli.export.openvino import convert, open_openvino
+
+    ir = folder / f"model-{'fp16' if fp16 else 'fp32'}_openvino_model"
+    convert(path, ir, {}, fp16)
+    run, _ = open_openvino(ir, device.type, recipe.bench.threads)
     return run
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import sys
@@ -57,11 +58,10 @@ def environment(device: torch.device, backends: list[str]) -> dict:
         # Whether autocast rows run in hardware here or are emulated (see `precision_note`).
         env["native_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         env["native_fp16"] = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    if "onnxruntime" in backends:
-        try:
-            import onnxruntime
-
-            env["onnxruntime"] = onnxruntime.__version__
-        except ImportError:
-            env["onnxruntime"] = None
+    for backend in ("onnxruntime", "openvino"):
+        if backend in backends:
+            try:
+                env[backend] = importlib.import_module(backend).__version__
+            except ImportError:
+                env[backend] = None
     return env

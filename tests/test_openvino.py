@@ -1,0 +1,141 @@
+"""`reid export --format openvino`: the IR folder, its parity, `reid embed` of it, `reid bench
+--backend openvino`, and every bad input as a one-line error that writes nothing."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reidcli import api
+from reidcli.errors import OutputError
+from reidcli.inference.runners import load_exported_runner
+from tests.test_export import make_checkpoint, reference_embedding, run_cli
+
+pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path]:
+    """An OSNet checkpoint and its OpenVINO folder, written by `reid export`."""
+    folder = tmp_path_factory.mktemp("openvino")
+    checkpoint = make_checkpoint(folder, "osnet_x0_25")
+    result = api.export(folder, formats="openvino", exporter="legacy").to_json()
+    return checkpoint, Path(result["exports"][0]["path"])
+
+
+def test_the_folder_holds_the_ir_and_its_metadata(exported):
+    import openvino as ov
+
+    checkpoint, folder = exported
+    assert folder == checkpoint.parent / "last_openvino_model" and folder.is_dir()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "last.bin", "last.xml", "last.xml.metadata.json",
+    ]  # fmt: skip
+    sidecar = json.loads((folder / "last.xml.metadata.json").read_text())
+    assert sidecar["format"] == "openvino" and sidecar["exporter"] == "legacy + openvino"
+    assert sidecar["model_name"] == "osnet_x0_25" and sidecar["input_size"] == [64, 32]
+    assert sidecar["openvino_version"] == ov.__version__ and sidecar["precision"] == "fp32"
+    parity = sidecar["parity"]
+    assert parity["passed"] and [b["batch"] for b in parity["batches"]] == [1, 7]
+    core = ov.Core()
+    core.set_property({"ENABLE_MMAP": False})  # the folder is replaced by a later test
+    model = core.read_model(str(folder / "last.xml"))
+    assert json.loads(model.get_rt_info("reid_metadata").astype(str)) == sidecar
+    assert model.input(0).get_any_name() == "images"
+
+
+def test_embed_of_the_folder_equals_the_checkpoint(exported):
+    checkpoint, folder = exported
+    images = torch.randn(5, 3, 64, 32, generator=torch.Generator().manual_seed(3))
+    expected = reference_embedding(checkpoint, images)
+    for path in (folder, folder / "last.xml"):  # the folder, or its .xml file
+        runner = load_exported_runner(path, "cpu")
+        got = runner(images)
+        assert runner.backend == "openvino" and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        cosine = (got * expected).sum(1) / (
+            np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+        )
+        assert cosine.min() >= 0.9999
+
+
+def test_cli_embeds_with_the_folder(exported, tmp_path, capsys):
+    from PIL import Image
+
+    _, folder = exported
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for index in range(3):
+        Image.new("RGB", (32, 64), (40 * index, 90, 200)).save(crops / f"{index}.png")
+    out = tmp_path / "feats.npz"
+    code, _, stderr = run_cli(capsys, "embed", str(folder), str(crops), "--out", str(out))
+    assert code == 0, stderr
+    assert np.load(out)["features"].shape == (3, 512)
+
+
+def test_a_second_export_replaces_its_own_folder_and_keeps_anyone_elses(exported, capsys):
+    checkpoint, folder = exported
+    before = (folder / "last.xml.metadata.json").stat().st_mtime_ns
+    api.export(checkpoint, formats="openvino", exporter="legacy", check=False)
+    assert (folder / "last.xml.metadata.json").stat().st_mtime_ns != before
+    other = checkpoint.parent / "theirs_openvino_model"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="did not write"):
+        api.export(checkpoint, formats="openvino", out=other, check=False)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    code, _, stderr = run_cli(
+        capsys, "export", str(checkpoint), "--format", "openvino", "--out", str(other)
+    )
+    assert code == 2 and "did not write" in stderr and "Traceback" not in stderr
+    assert not [p for p in checkpoint.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bad_ir_inputs_are_one_line_errors(exported, tmp_path, capsys):
+    from PIL import Image
+
+    _, folder = exported
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    Image.new("RGB", (32, 64)).save(crops / "a.png")
+    garbage = tmp_path / "garbage_openvino_model"
+    garbage.mkdir()
+    (garbage / "garbage.xml").write_text("<net><layers>")
+    (garbage / "garbage.bin").write_bytes(b"\0" * 16)
+    no_bin = tmp_path / "nobin_openvino_model"
+    no_bin.mkdir()
+    (no_bin / "nobin.xml").write_bytes((folder / "last.xml").read_bytes())
+    empty = tmp_path / "empty_openvino_model"
+    empty.mkdir()
+    cases = {
+        garbage: "OpenVINO cannot read it",
+        no_bin: "nobin.bin is missing",
+        empty: "no .xml file",
+    }
+    for path, message in cases.items():
+        code, _, stderr = run_cli(capsys, "embed", str(path), str(crops))
+        assert code == 1 and message in stderr, stderr
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_missing_openvino_names_the_extra(exported, monkeypatch, capsys):
+    checkpoint, _ = exported
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises
+    code, _, stderr = run_cli(capsys, "export", str(checkpoint), "--format", "openvino")
+    assert code == 1 and "pip install 'reidcli[openvino]'" in stderr, stderr
+
+
+def test_bench_times_the_openvino_backend():
+    report = api.bench(
+        overrides={"model.name": "osnet_x0_25", "data.height": 64, "data.width": 32,
+                   "bench.batch": [2], "bench.warmup": 0, "bench.iters": 1,
+                   "bench.backend": ["onnxruntime", "openvino"]},
+    ).to_json()  # fmt: skip
+    rows = {r["backend"]: r for r in report["results"]}
+    assert rows["openvino"]["error"] is None and rows["openvino"]["images_per_s"] > 0
+    assert rows["onnxruntime"]["error"] is None
+    assert report["env"]["openvino"]
