@@ -25,11 +25,13 @@ format: install
 	$(BIN)/ruff format .
 
 # Two workers, one module each at a time (its fixtures are built once); then the timed tests
-# (marked `serial`) alone. TEST_WORKERS=0 runs everything in one process.
+# (marked `serial`) alone; then the OpenVINO tests in a process of their own (marked
+# `openvino`: after OpenVINO ran in a process, later unrelated tests in it were seen to crash).
 TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial and not openvino"
 	$(BIN)/python -m pytest -q -m serial
+	$(BIN)/python -m pytest -q -m openvino
 
 # Float kernels and summation order differ between CPUs (AVX-512 on Intel Xeon, AVX2 on AMD Zen,
 # each with its own oneDNN/MKL paths). ATEN_CPU_CAPABILITY selects the kernel set, so one machine

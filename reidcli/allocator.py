@@ -27,6 +27,9 @@ _M_MMAP_MAX = -4
 # Free memory above this at the top of the heap is returned to the system (a ceiling on what is
 # kept after a peak that will not come again, such as a model load).
 _TRIM_THRESHOLD = 1 << 30
+# glibc's own defaults, restored by `restore_defaults`.
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
 
 _state = {"allocator": "system"}
 
@@ -46,9 +49,10 @@ def requested() -> str:
 def retain_freed_memory() -> bool:
     """Serve large allocations from the heap and keep freed memory (glibc only).
 
-    Call it first in a process. Once OpenVINO is loaded the setting is left alone: changed in
-    a process where OpenVINO had already allocated, glibc's heap was seen corrupted (a crash in
-    `realloc` later on), so a process that imported `openvino` keeps glibc's defaults.
+    Call it first in a process. It does not go with OpenVINO: in a process where both ran,
+    glibc's heap was seen corrupted (a crash in `realloc` later on), so a process that imported
+    `openvino` keeps glibc's defaults, and `reidcli.export.openvino` restores them
+    (`restore_defaults`) before it loads OpenVINO.
 
     Returns:
         Whether the setting took effect (False on a C library other than glibc, or after
@@ -65,6 +69,16 @@ def retain_freed_memory() -> bool:
     if ok:
         _state["allocator"] = "retain"
     return ok
+
+
+def restore_defaults() -> None:
+    """Give glibc its default settings back (before OpenVINO is loaded: see
+    `retain_freed_memory`); nothing when they were never changed."""
+    libc = _glibc() if current() == "retain" else None
+    if libc is not None:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        _state["allocator"] = "system"
 
 
 def apply_requested() -> str:

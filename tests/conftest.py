@@ -140,7 +140,6 @@ LONGEST_FIRST = (
     "test_export.py",
     "test_int8.py",
     "test_bench.py",
-    "test_openvino.py",
     "test_embed.py",
     "test_hostile.py",
     "test_runner_choice.py",

@@ -15,7 +15,9 @@ from reidcli.inference.runners import load_exported_runner
 from tests.test_export import make_checkpoint, reference_embedding, run_cli
 
 pytest.importorskip("openvino")
-pytestmark = pytest.mark.usefixtures("one_thread")
+# In a process where OpenVINO ran, later unrelated tests were seen to crash (a corrupted heap):
+# `make test` runs this module in a process of its own.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.openvino]
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from reidcli import allocator
 from reidcli.errors import CheckpointError, ExportError, OutputError
 from reidcli.export.metadata import sidecar_path, write_sidecar
 
@@ -28,7 +30,12 @@ EXTRA_HINT = "pip install 'reidcli[openvino]'"
 
 
 def require_openvino():
-    """The openvino module, or an `ExportError` naming the `openvino` extra."""
+    """The openvino module, or an `ExportError` naming the `openvino` extra.
+
+    glibc's allocator gets its default settings back first (`reidcli.allocator`): OpenVINO and
+    `reid`'s retained-memory setting corrupted the heap together."""
+    if "openvino" not in sys.modules:
+        allocator.restore_defaults()
     try:
         import openvino
     except ImportError as err:
