@@ -236,12 +236,18 @@ def open_onnx(path: Path, device: str = "cpu", threads: int | None = None):
     return run, meta
 
 
-def open_torchscript(path: Path, device: str = "cpu"):
-    """A TorchScript module as a batch -> features function, and the embedded metadata."""
+def _torch_device(device: str) -> str:
+    """auto, cpu or cuda as the device a TorchScript or .pt2 model runs on."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ExportError("--device cuda was asked for, but no CUDA device is available")
+    return device
+
+
+def open_torchscript(path: Path, device: str = "cpu"):
+    """A TorchScript module as a batch -> features function, and the embedded metadata."""
+    device = _torch_device(device)
     extra = {ARCHIVE_METADATA: ""}
     try:
         with warnings.catch_warnings():
@@ -265,10 +271,7 @@ def open_torchscript(path: Path, device: str = "cpu"):
 
 def open_program(path: Path, device: str = "cpu"):
     """A `torch.export` program archive as a batch -> features function, and its metadata."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ExportError("--device cuda was asked for, but no CUDA device is available")
+    device = _torch_device(device)
     extra = {ARCHIVE_METADATA: ""}
     try:
         with warnings.catch_warnings():
