@@ -24,12 +24,15 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Two workers, one module each at a time (its fixtures are built once); then the timed tests
+# Two workers, one module each at a time (its fixtures are built once), in the order of
+# tests/conftest.py (longest first; xdist would otherwise sort modules by their number of
+# tests and leave the torchrun tests for last); then the timed tests
 # (marked `serial`) alone; then the OpenVINO tests in a process of their own (marked
 # `openvino`: after OpenVINO ran in a process, later unrelated tests in it were seen to crash).
 TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial and not openvino"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  -m "not serial and not openvino"
 	$(BIN)/python -m pytest -q -m serial
 	$(BIN)/python -m pytest -q -m openvino
 
