@@ -11,15 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reidcli.data.layouts import parse_csv
+from reidcli.data.layouts import Scan, parse_csv
 from reidcli.errors import DatasetError, FeaturesError, RecipeError
-from reidcli.metrics.features import read_npz, validate_features
-from reidcli.recipe import load_recipe
+from reidcli.metrics.features import Features, read_npz, validate_features
+from reidcli.recipe import Recipe, load_recipe
 from reidcli.recipe.loading import validate_recipe
 
 
 def result_or_error(call, error: type[Exception]):
-    """What `call()` returns, or the `error` it raised, which must say what is wrong."""
+    """What `call()` returns, or the `error` it raised (which must say what is wrong); any
+    other exception propagates and fails the test."""
     try:
         return call()
     except error as err:
@@ -52,7 +53,8 @@ VALUES = st.recursive(
 @SETTINGS
 @given(raw=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5))
 def test_recipe_dicts_validate_or_raise_recipe_error(raw):
-    result_or_error(lambda: validate_recipe(raw), RecipeError)
+    outcome = result_or_error(lambda: validate_recipe(raw), RecipeError)
+    assert isinstance(outcome, Recipe | RecipeError)
 
 
 @SETTINGS
@@ -60,7 +62,8 @@ def test_recipe_dicts_validate_or_raise_recipe_error(raw):
 def test_recipe_text_loads_or_raises_recipe_error(tmp_path, text):
     path = tmp_path / "r.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    result_or_error(lambda: load_recipe(path), RecipeError)
+    outcome = result_or_error(lambda: load_recipe(path), RecipeError)
+    assert isinstance(outcome, Recipe | RecipeError)
 
 
 @SETTINGS
@@ -71,7 +74,8 @@ def test_recipe_text_loads_or_raises_recipe_error(tmp_path, text):
     value=st.one_of(st.text(max_size=30), SCALARS.map(repr)),
 )  # fmt: skip
 def test_set_overrides_apply_or_raise_recipe_error(key, value):
-    result_or_error(lambda: load_recipe(None, [f"{key}={value}"]), RecipeError)
+    outcome = result_or_error(lambda: load_recipe(None, [f"{key}={value}"]), RecipeError)
+    assert isinstance(outcome, Recipe | RecipeError)
 
 
 FIELD = st.one_of(
@@ -87,14 +91,16 @@ def test_csv_datasets_parse_or_raise_dataset_error(tmp_path, rows, header):
     (tmp_path / "a.jpg").write_bytes(b"\xff\xd8")
     text = header + "\n" + "\n".join(",".join(row) for row in rows)
     (tmp_path / "list.csv").write_text(text, encoding="utf-8", errors="surrogatepass")
-    result_or_error(lambda: parse_csv(tmp_path / "list.csv"), DatasetError)
+    outcome = result_or_error(lambda: parse_csv(tmp_path / "list.csv"), DatasetError)
+    assert isinstance(outcome, Scan | DatasetError)
 
 
 @SETTINGS
 @given(data=st.binary(max_size=400))
 def test_csv_bytes_parse_or_raise_dataset_error(tmp_path, data):
     (tmp_path / "list.csv").write_bytes(data)
-    result_or_error(lambda: parse_csv(tmp_path / "list.csv"), DatasetError)
+    outcome = result_or_error(lambda: parse_csv(tmp_path / "list.csv"), DatasetError)
+    assert isinstance(outcome, Scan | DatasetError)
 
 
 DTYPES = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int8, np.uint64,
@@ -121,7 +127,8 @@ FEATURE_KEYS = ["query_features", "gallery_features", "query_pids", "gallery_pid
 @SETTINGS
 @given(arrays=st.dictionaries(st.sampled_from(FEATURE_KEYS), ARRAY, max_size=8))
 def test_feature_arrays_validate_or_raise_features_error(arrays):
-    result_or_error(lambda: validate_features(arrays), FeaturesError)
+    outcome = result_or_error(lambda: validate_features(arrays), FeaturesError)
+    assert isinstance(outcome, Features | FeaturesError)
 
 
 @SETTINGS
@@ -134,7 +141,8 @@ def test_feature_files_read_or_raise_features_error(tmp_path, data, zipped):
             archive.writestr("query_features.npy", data)
         data = buffer.getvalue()
     path.write_bytes(data)
-    result_or_error(lambda: validate_features(read_npz(path), str(path)), FeaturesError)
+    outcome = result_or_error(lambda: validate_features(read_npz(path), str(path)), FeaturesError)
+    assert isinstance(outcome, Features | FeaturesError)
 
 
 @pytest.mark.parametrize("name", ["nothing.npz", "folder"])
