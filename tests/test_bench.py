@@ -10,7 +10,7 @@ import torch
 from reidcli import api
 from reidcli.errors import BenchError, RecipeError
 from reidcli.recipe import load_recipe, validate_recipe
-from reidcli.verbs.bench import measure
+from reidcli.verbs.bench import measure, steps
 from reidcli.verbs.bench.compare import best_of, compare_reports
 from tests.test_export import run_cli
 
@@ -166,14 +166,14 @@ def test_compile_wraps_the_timed_module_in_both_modes(monkeypatch):
 
 
 def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch):
-    real = measure._eval_step
+    real = steps.eval_step
 
     def flaky(recipe, setting, device, cache):
         if setting.batch == 2:
             raise RuntimeError("out of memory: tried to allocate 12 GiB\nsecond line")
         return real(recipe, setting, device, cache)
 
-    monkeypatch.setattr(measure, "_eval_step", flaky)
+    monkeypatch.setattr(steps, "eval_step", flaky)
     report = api.bench(overrides={**TINY, "bench.batch": [1, 2, 3]}).to_json()
     by_batch = {r["batch"]: r for r in report["results"]}
     assert by_batch[2]["error"] == "RuntimeError: out of memory: tried to allocate 12 GiB"

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,14 @@ from reidcli.engine.runtime import cpu_has_native, peak_memory_mb, reset_peak_me
 from reidcli.recipe import Recipe
 from reidcli.recipe.loading import as_overrides
 from reidcli.reporting import Reporter
-from reidcli.verbs.bench import reference
+from reidcli.verbs.bench import reference, steps
 from reidcli.verbs.bench.compare import SCHEMA_VERSION, add_speedups
+from reidcli.verbs.bench.steps import BENCH_CLASSES
 from reidcli.verbs.bench.system import environment
 from reidcli.verbs.bench.timing import time_interleaved, time_steps
 
 log = logging.getLogger(__name__)
 
-# Classifier rows of the benchmarked model: Market-1501's 751 training identities, the heads
-# SPEC's parameter counts include.
-BENCH_CLASSES = 751
 # `--quick`: a preset that finishes in under a minute for LMBN_n on two CPU cores, with `--amp`
 # too (a CPU without native bf16 runs an LMBN_n bf16 batch of 2 in about 9 s).
 QUICK = {"bench.batch": [1, 2], "bench.warmup": 1, "bench.iters": 2, "bench.seconds": None}
@@ -163,7 +160,7 @@ def _run(recipe: Recipe, device: torch.device, reporter: Reporter) -> dict:
     results = []
     reporter.start(f"bench {recipe.model.name}", total=len(rows))
     with tempfile.TemporaryDirectory(prefix="reid-bench-") as tmp:
-        cache = _Cache(Path(tmp))
+        cache = steps.StepCache(Path(tmp))
         for setting, reason in rows:
             results.append(_measure_row(recipe, setting, reason, device, cache))
             rate = results[-1]["images_per_s"]
@@ -202,8 +199,8 @@ def model_size(recipe: Recipe) -> dict:
     """
     from reidcli.models.complexity import count_macs, count_parameters
 
-    model = _build(recipe).eval()
-    graph = _graph(recipe, model, fp16=False)
+    model = steps.build(recipe).eval()
+    graph = steps.embedding_graph(recipe, model, fp16=False)
     image = torch.zeros(1, 3, recipe.data.height, recipe.data.width)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         graph(image)
@@ -222,38 +219,7 @@ def model_size(recipe: Recipe) -> dict:
     }
 
 
-def _build(recipe: Recipe):
-    """The recipe's model with fresh weights (speed does not depend on them) and the same seed."""
-    from reidcli.models.catalog import build_model
-
-    torch.manual_seed(0)
-    return build_model(recipe.model.model_copy(update={"pretrained": "none"}), BENCH_CLASSES)
-
-
-def _graph(recipe: Recipe, model, fp16: bool):
-    from reidcli.export.graph import EmbeddingGraph
-
-    data = recipe.data
-    return EmbeddingGraph(
-        model, flip=recipe.eval.flip, normalize=recipe.eval.normalize, mean=data.mean,
-        std=data.std, fp16=fp16,
-    )  # fmt: skip
-
-
-@dataclass
-class _Cache:
-    """Exported graphs, made once per (backend, precision, layout) and reused across batches."""
-
-    folder: Path
-    items: dict = field(default_factory=dict)
-
-    def get(self, key: tuple, make: Callable[[], Callable]) -> Callable:
-        if key not in self.items:
-            self.items[key] = make()
-        return self.items[key]
-
-
-def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dict:
+def _measure_row(recipe, setting: Setting, reason, device, cache: steps.StepCache) -> dict:
     row = {
         **asdict(setting),
         "images_per_s": None,
@@ -274,12 +240,12 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
         torch.backends.cudnn.benchmark = bool(setting.cudnn_benchmark)
         reset_peak_memory(device)
         if setting.mode == "train":
-            step = _train_step(recipe, setting, device)
+            step = steps.train_step(recipe, setting, device)
         else:
-            step = _eval_step(recipe, setting, device, cache)
+            step = steps.eval_step(recipe, setting, device, cache)
         if recipe.bench.reference:
             times, reference_times = time_interleaved(
-                step, _reference_step(recipe, setting, device), recipe.bench, device
+                step, steps.reference_step(recipe, setting, device), recipe.bench, device
             )
         else:
             times, reference_times = time_steps(step, recipe.bench, device), []
@@ -309,121 +275,6 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: _Cache) -> dic
             relative_speed=float(np.median(ratios)),
         )
     return row
-
-
-def _autocast_dtype(precision: str) -> torch.dtype | None:
-    """A row's precision (fp32, bf16, fp16) as the autocast dtype the training runtime uses."""
-    from reidcli.engine.runtime import AMP_DTYPES
-
-    return AMP_DTYPES["off" if precision == "fp32" else precision]
-
-
-def _reference_step(recipe, setting: Setting, device) -> Callable[[], None]:
-    """The reference workload at the row's batch, input size, precision and memory format."""
-    images = _images(setting, recipe, device)
-    if setting.mode == "train":
-        shape = (recipe.data.p * recipe.data.k, 3, recipe.data.height, recipe.data.width)
-        images = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-        make = reference.train_step
-    else:
-        make = reference.eval_step
-    channels_last = setting.channels_last and setting.backend == "torch"
-    return make(images, _autocast_dtype(setting.precision), channels_last, device)
-
-
-def _images(setting: Setting, recipe: Recipe, device) -> torch.Tensor:
-    shape = (setting.batch, 3, recipe.data.height, recipe.data.width)
-    images = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
-    return images.to(device, memory_format=fmt)
-
-
-def _eval_step(recipe, setting: Setting, device, cache: _Cache) -> Callable[[], None]:
-    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
-    images = _images(setting, recipe, device)
-    fp16 = setting.precision == "fp16"
-    if setting.backend == "torch":
-        graph = _graph(recipe, _build(recipe).eval(), fp16=False).to(device, memory_format=fmt)
-        module = torch.compile(graph) if setting.compile else graph
-        dtype = _autocast_dtype(setting.precision)
-
-        def step() -> None:
-            with (
-                torch.inference_mode(),
-                torch.autocast(device.type, dtype, enabled=dtype is not None),
-            ):
-                module(images)
-
-        return step
-    key = (setting.backend, setting.precision, setting.channels_last)
-    if setting.backend == "torchscript":
-        run = cache.get(key, lambda: _torchscript(recipe, fp16, fmt, images, device))
-    else:
-        run = cache.get(key, lambda: _exported(setting.backend, recipe, fp16, device, cache.folder))
-        images = images.cpu()  # ONNX Runtime and OpenVINO take numpy arrays
-    return lambda: run(images)
-
-
-def _torchscript(recipe, fp16: bool, fmt, example, device) -> Callable:
-    from reidcli.export.writers import trace_torchscript
-
-    graph = _graph(recipe, _build(recipe).eval(), fp16=fp16).to(device, memory_format=fmt)
-    module = trace_torchscript(graph, example[:2] if example.shape[0] > 1 else example)
-    # As `reid embed` runs a TorchScript file: the profiling executor fuses nothing on the CPU.
-    optimize = device.type != "cpu"
-
-    def run(images: torch.Tensor) -> None:
-        with torch.no_grad(), torch.jit.optimized_execution(optimize):
-            module(images)
-
-    return run
-
-
-def _exported(backend: str, recipe, fp16: bool, device, folder: Path) -> Callable:
-    """The model exported to ONNX (and converted to OpenVINO IR for `openvino`), as run."""
-    from reidcli.export.writers import export_onnx, require_onnxruntime
-    from reidcli.inference.runners import open_onnx
-
-    if backend == "onnxruntime":
-        require_onnxruntime()
-    graph = _graph(recipe, _build(recipe).eval(), fp16=fp16)
-    path = folder / f"model-{'fp16' if fp16 else 'fp32'}.onnx"
-    if not path.exists():  # both backends run the same ONNX file
-        example = torch.zeros(2, 3, recipe.data.height, recipe.data.width)
-        export_onnx(graph, example, path, opset=recipe.export.opset, dynamic_batch=True)
-    if backend == "onnxruntime":
-        run, _ = open_onnx(path, device.type, recipe.bench.threads)
-        return run
-    from reidcli.export.openvino import convert, open_openvino
-
-    ir = folder / f"model-{'fp16' if fp16 else 'fp32'}_openvino_model"
-    convert(path, ir, {}, fp16)
-    run, _ = open_openvino(ir, device.type, recipe.bench.threads)
-    return run
-
-
-def _train_step(recipe: Recipe, setting: Setting, device) -> Callable[[], None]:
-    from reidcli.engine.optim import build_optimizer
-    from reidcli.engine.runtime import Runtime
-    from reidcli.engine.setup import feature_dims
-    from reidcli.engine.step import TrainStep
-    from reidcli.losses.criterion import build_criterion
-
-    runtime = Runtime(
-        device, amp_dtype=_autocast_dtype(setting.precision), channels_last=setting.channels_last
-    )
-    model = _build(recipe).to(device).train()
-    if setting.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = build_criterion(recipe.loss, BENCH_CLASSES, feature_dims(model, recipe, runtime))
-    optimizer = build_optimizer(recipe.optim, model, criterion.to(device))
-    module = torch.compile(model) if setting.compile else model
-    step = TrainStep(module, criterion, optimizer, runtime, recipe.train.grad_clip)
-    p, k = recipe.data.p, recipe.data.k
-    images = torch.randn(p * k, 3, recipe.data.height, recipe.data.width)
-    labels = torch.arange(p).repeat_interleave(k)
-    micro_batches = [(images, labels)] * recipe.train.grad_accum
-    return lambda: step(micro_batches, 0)
 
 
 def _one_line(err: BaseException) -> str:
