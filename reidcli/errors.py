@@ -65,3 +65,8 @@ class GalleryIndexError(ReidError):
 
 class InUseError(ReidError):
     """A run folder, index or output that another process is writing."""
+
+
+class CalibrationError(ReidError):
+    """A calibration that cannot be used: unreadable, made with another model or distance, or
+    without the false-match rate asked for."""

@@ -14,13 +14,22 @@ Where things go:
 
 from reidcli.api.benchmark import bench, bench_gate, compare_bench, read_bench_report
 from reidcli.api.deployment import embed, export
-from reidcli.api.evaluation import evaluate, rerank
-from reidcli.api.gallery import index_add, index_build, index_info, index_remove, search
+from reidcli.api.evaluation import calibrate, check_calibration, evaluate, rerank
+from reidcli.api.gallery import (
+    index_add,
+    index_build,
+    index_calibrate,
+    index_info,
+    index_remove,
+    search,
+)
 from reidcli.api.overrides import Overrides, as_overrides
 from reidcli.api.training import prepare, train
 
 __all__ = [
-    "Overrides", "as_overrides", "bench", "bench_gate", "compare_bench", "embed", "evaluate",
-    "export", "index_add", "index_build", "index_info", "index_remove", "prepare",
+    "Overrides", "as_overrides", "bench", "bench_gate", "calibrate", "check_calibration",
+    "compare_bench", "embed", "evaluate",
+    "export", "index_add", "index_build", "index_calibrate", "index_info", "index_remove",
+    "prepare",
     "read_bench_report", "rerank", "search", "train",
 ]  # fmt: skip

@@ -8,9 +8,10 @@ from typing import Any
 
 from reidcli.api.overrides import Overrides, as_overrides
 from reidcli.devices import check_device
-from reidcli.recipe.options import EvalOptions, RerankOptions
+from reidcli.errors import UsageError
+from reidcli.recipe.options import CalibrateOptions, EvalOptions, RerankOptions
 from reidcli.reporting import Reporter
-from reidcli.results import EvalResult
+from reidcli.results import CalibrateResult, CalibrationCheck, EvalResult
 
 
 def evaluate(
@@ -69,3 +70,66 @@ def rerank(
 
     options = RerankOptions.resolve(options, fields)
     return run(features_path, options, as_overrides(overrides))
+
+
+def calibrate(
+    source: str | Path,
+    options: CalibrateOptions | None = None,
+    *,
+    reporter: Reporter | None = None,
+    **fields: Any,
+) -> CalibrateResult:
+    """Distance thresholds at stated false-match rates (FAR), measured on labeled features.
+
+    Positive pairs are crops of one identity from different cameras, negative pairs crops of
+    different identities: query x gallery of a two-sided features file (or of a run's split),
+    every pair of rows of a one-sided one. For each FAR the threshold is the largest distance
+    under which at most that share of negatives lies (same person when distance < threshold);
+    the result gives the true-match rate (TAR) there, bootstrap intervals over identities, and
+    the ROC curve.
+
+    Args:
+        source: a labeled features file (`reid eval --save-features`, `reid embed --dataset`,
+            or a `reid embed` file with pids and camids), or a run folder / checkpoint whose
+            `options.split` (default val) is embedded.
+        options: a `CalibrateOptions` (far, out, plot, distance, split, bootstrap, confidence,
+            seed, device, runner, recipe), or its fields as keyword arguments; not `verify`
+            (see `check_calibration`).
+
+    Returns:
+        The calibration (also written to `result.out`: RUN/calibration.json for a run,
+        FEATURES.calibration.json beside a features file) and the ROC figure's path.
+
+    Raises:
+        FeaturesError: features without person ids, of one identity, or of one camera; a FAR
+            below what the negatives can measure (the smallest measurable one is named).
+    """
+    from reidcli.verbs.calibrate import calibrate as run
+
+    options = CalibrateOptions.resolve(options, fields)
+    if options.verify is not None:
+        raise UsageError("verify measures a calibration: call check_calibration")
+    check_device(options.device)
+    return run(source, options, reporter or Reporter())
+
+
+def check_calibration(
+    source: str | Path,
+    calibration: str | Path,
+    options: CalibrateOptions | None = None,
+    *,
+    reporter: Reporter | None = None,
+    **fields: Any,
+) -> CalibrationCheck:
+    """The FAR and TAR that a calibration's thresholds give on other labeled features (another
+    split, another camera network), with bootstrap intervals over identities.
+
+    Raises:
+        CalibrationError: a calibration made for another width, distance or checkpoint.
+    """
+    from reidcli.verbs.calibrate import verify
+
+    options = CalibrateOptions.resolve(options, fields)
+    options = options.model_copy(update={"verify": str(calibration)})
+    check_device(options.device)
+    return verify(source, options, reporter or Reporter())

@@ -21,7 +21,8 @@ KIND_PARAMETERS = {
 def index_build(
     features: str | Path, out: str | Path, options: IndexBuildOptions | None = None, **fields: Any
 ) -> IndexInfo:
-    """Build a searchable gallery from a features file, storing each row's path, pid and camid.
+    """Build a searchable gallery from a features file, storing each row's path, pid and camid
+    (and the checkpoint the file records, and `options.calibration` when given).
 
     Args:
         features: a `reid embed` file (`features`, `paths`, optional `pids`, `camids`) or a
@@ -83,6 +84,19 @@ def index_remove(
     return remove_from_index(index, IndexRemoveOptions.resolve(options, fields))
 
 
+def index_calibrate(
+    index: str | Path, calibration: str | Path, options: GalleryAt | None = None, **fields: Any
+) -> IndexInfo:
+    """Keep a calibration (`reid calibrate`) with a gallery, for `search(threshold="far=F")`.
+
+    Raises:
+        CalibrationError: a calibration of another embedding width, distance or checkpoint.
+    """
+    from reidcli.verbs.index import calibrate_index
+
+    return calibrate_index(index, calibration, GalleryAt.resolve(options, fields))
+
+
 def index_info(index: str | Path, options: GalleryAt | None = None, **fields: Any) -> IndexInfo:
     """A gallery's metadata: kind, metric, dim, params, count, build recall, sizes."""
     from reidcli.index.store import info, open_gallery
@@ -106,12 +120,20 @@ def search(
         queries: a features file (`reid embed` output, or the query side of a `reid eval
             --features` file); or, with `options.model`, images, folders and lists to embed.
         options: a `SearchOptions` (model, topk, nprobe/ef_search, exclude_same_camera, out,
-            backend, uri, device), or its fields as keyword arguments.
+            backend, uri, device, threshold, calibration, matches_only), or its fields as
+            keyword arguments. `threshold` is "far=F" (the threshold the index's calibration,
+            or `calibration`, gives false-match rate F) or a distance.
         reporter: progress of embedding image queries (silent when None).
 
     Returns:
         One entry per query (`results`: path, pid/camid when known, hits with their path, pid,
-        camid and distance, nearest first; pid/camid -1 for rows without them).
+        camid and distance, nearest first; pid/camid -1 for rows without them). With a
+        threshold, each hit's `match` (distance below it), each query's `found` (its nearest
+        hit matches) and `result.threshold` (distance, far, tar, source).
+
+    Raises:
+        CalibrationError: far=F without a calibration, with one that lacks F, or with one made
+            for another model.
     """
     from reidcli.verbs.index import search as run
 

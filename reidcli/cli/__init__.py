@@ -14,6 +14,7 @@ import typer
 
 from reidcli import __version__, allocator
 from reidcli.cli.bench_cmd import bench_cmd
+from reidcli.cli.calibrate_cmd import calibrate_cmd
 from reidcli.cli.embed_cmd import embed_cmd
 from reidcli.cli.eval_cmd import eval_cmd
 from reidcli.cli.export_cmd import export_cmd
@@ -28,7 +29,7 @@ app = typer.Typer(
     name="reid",
     help=(
         "Person re-identification: prepare data, train LightMBN and baselines, evaluate, "
-        "re-rank, export, embed, benchmark, index and search galleries."
+        "re-rank, export, embed, benchmark, index and search galleries, calibrate thresholds."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -45,6 +46,7 @@ app.command("export")(export_cmd)
 app.command("embed")(embed_cmd)
 app.command("bench")(bench_cmd)
 app.command("search")(search_cmd)
+app.command("calibrate")(calibrate_cmd)
 
 
 def _version(value: bool) -> None:

@@ -17,6 +17,7 @@ from reidcli.cli.options import (
     choices,
     json_option,
     option,
+    parse_fars,
     quiet_option,
     recipe_option,
     recipe_overrides,
@@ -25,6 +26,7 @@ from reidcli.recipe.options import EvalOptions
 from reidcli.recipe.run import Eval
 
 INDEX = "Gallery index"
+OPEN = "Open set"
 Device = choices(EvalOptions, "device")
 Runner = choices(EvalOptions, "runner")
 Split = choices(EvalOptions, "split")
@@ -85,6 +87,18 @@ def eval_cmd(
     ef_search: int | None = option(EvalOptions, "ef_search", "--ef-search", rich_help_panel=INDEX),
     backend: Backend | None = option(EvalOptions, "backend", "--backend", rich_help_panel=INDEX),
     uri: str | None = option(EvalOptions, "uri", "--uri", rich_help_panel=INDEX),
+    open_set: bool | None = option(
+        EvalOptions, "open_set", "--open-set/--closed-set", rich_help_panel=OPEN
+    ),
+    unknown_ids: int | None = option(
+        EvalOptions, "unknown_ids", "--unknown-ids", rich_help_panel=OPEN
+    ),
+    calibration: Path | None = option(
+        EvalOptions, "calibration", "--calibration", rich_help_panel=OPEN
+    ),
+    far: str | None = option(
+        EvalOptions, "far", "--far", callback=parse_fars, rich_help_panel=OPEN
+    ),
     quiet: bool = quiet_option(),
     as_json: bool = json_option(),
 ) -> None:
@@ -96,7 +110,7 @@ def eval_cmd(
     import sys
 
     from reidcli import api
-    from reidcli.cli.metrics_table import render_metrics, render_result
+    from reidcli.cli.metrics_table import render_metrics, render_open_set, render_result
     from reidcli.reporting import console_reporter
 
     flags = recipe_overrides(eval_cmd, locals())
@@ -104,7 +118,8 @@ def eval_cmd(
         "features": features, "recipe": recipe, "split": split, "save_features": save_features,
         "device": device, "visualize": visualize, "visualize_dir": vis_dir, "index": index,
         "index_topk": index_topk, "nprobe": nprobe, "ef_search": ef_search, "backend": backend,
-        "uri": uri, "runner": runner,
+        "uri": uri, "runner": runner, "open_set": open_set, "unknown_ids": unknown_ids,
+        "calibration": calibration, "far": far,
     }  # fmt: skip
     options = build(EvalOptions, given, FLAGS)
     result = api.evaluate(
@@ -116,6 +131,8 @@ def eval_cmd(
         if result.exact is not None:
             render_metrics(result.exact, title="exact (dense distances)")
     render_result(result, as_json, title=f"evaluation of {source}")
+    if result.open_set is not None:
+        render_open_set(result.open_set)
     if not quiet:
         for path in (result.features_file, result.eval_json, *result.figures):
             if path is not None:

@@ -63,6 +63,11 @@ def _describe(info) -> str:
         )
     elif info.kind == "flat":
         text += "; exact"
+    if info.calibration:
+        levels = ", ".join(
+            f"FAR {t['far']:g} < {t['threshold']:.4f}" for t in info.calibration["thresholds"]
+        )
+        text += f"; calibrated thresholds: {levels}"
     return text
 
 
@@ -92,6 +97,7 @@ def build_cmd(
     recall_sample: int | None = option(IndexBuildOptions, "recall_sample", "--recall-sample"),
     seed: int | None = option(IndexBuildOptions, "seed", "--seed"),
     overwrite: bool | None = option(IndexBuildOptions, "overwrite", "--overwrite/--no-overwrite"),
+    calibration: Path | None = option(IndexBuildOptions, "calibration", "--calibration"),
     backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
     as_json: bool = json_option(),
@@ -104,7 +110,7 @@ def build_cmd(
         "ivfpq.refine": refine, "ivfpq.nprobe": nprobe, "hnsw.m": hnsw_m,
         "hnsw.ef_construction": ef_construction, "hnsw.ef_search": ef_search,
         "recall_sample": recall_sample, "seed": seed, "overwrite": overwrite, "backend": backend,
-        "uri": uri,
+        "uri": uri, "calibration": calibration,
     }  # fmt: skip
     info = api.index_build(features, out, build(IndexBuildOptions, given, BUILD_FLAGS))
     _emit(info, as_json, f"built {_describe(info)} in {info.build_seconds:.1f}s")
@@ -145,6 +151,24 @@ def remove_cmd(
     _emit(result, as_json, summary)
 
 
+@index_app.command("calibrate")
+def calibrate_cmd(
+    index: str = _index_arg(),
+    calibration: Path = typer.Argument(
+        ..., help="Calibration file (reid calibrate) of the model whose features the index holds."
+    ),
+    backend: Backend | None = _backend_option(),
+    uri: str | None = _uri_option(),
+    as_json: bool = json_option(),
+) -> None:
+    """Keep a calibration with the index, for `reid search --threshold far=F`."""
+    from reidcli import api
+
+    at = build(GalleryAt, {"backend": backend, "uri": uri})
+    info = api.index_calibrate(index, calibration, at)
+    _emit(info, as_json, _describe(info))
+
+
 @index_app.command("info")
 def info_cmd(
     index: str = _index_arg(),
@@ -173,6 +197,9 @@ def search_cmd(
     ),
     out: Path | None = option(SearchOptions, "out", "--out"),
     device: Device | None = option(SearchOptions, "device", "--device"),
+    threshold: str | None = option(SearchOptions, "threshold", "--threshold"),
+    calibration: Path | None = option(SearchOptions, "calibration", "--calibration"),
+    matches_only: bool | None = option(SearchOptions, "matches_only", "--matches-only"),
     backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
     quiet: bool = quiet_option(),
@@ -190,7 +217,8 @@ def search_cmd(
     given = {
         "model": model, "topk": topk, "nprobe": nprobe, "ef_search": ef_search,
         "exclude_same_camera": exclude_same_camera, "out": out, "device": device,
-        "backend": backend, "uri": uri,
+        "backend": backend, "uri": uri, "threshold": threshold, "calibration": calibration,
+        "matches_only": matches_only,
     }  # fmt: skip
     options = build(SearchOptions, given)
     result = api.search(
@@ -210,16 +238,29 @@ SHOWN = 5
 
 def _table(result) -> None:
     table = Table(title=f"top-{result.topk} in {result.index} ({result.kind})")
-    for name in ("query", "rank", "path", "pid", "camid", "distance"):
+    marked = result.threshold is not None
+    names = ("query", "rank", "path", "pid", "camid", "distance") + (("match",) if marked else ())
+    for name in names:
         table.add_column(name, justify="left" if name in ("query", "path") else "right")
     for entry in result.results[:SHOWN]:
         for rank, hit in enumerate(entry.hits, 1):
             table.add_row(
                 entry.path if rank == 1 else "", str(rank), hit.path, str(hit.pid),
                 str(hit.camid), f"{hit.distance:.4f}",
+                *(("yes" if hit.match else "no",) if marked else ()),
             )  # fmt: skip
+        if marked and not entry.hits:
+            table.add_row(entry.path, "", "(no match)", "", "", "", "")
     console = Console(stderr=True)
     console.print(table)
     more = len(result.results) - SHOWN
     if more > 0:
         console.print(f"... and {more} more queries (--json or --out for all)")
+    if marked:
+        t = result.threshold
+        far = f" (calibrated for FAR {t['far']:g}, {t['source']})" if t["far"] is not None else ""
+        found = sum(bool(entry.found) for entry in result.results)
+        console.print(
+            f"same person when distance < {t['distance']:.4f}{far}: {found} of "
+            f"{len(result.results)} queries found in the gallery"
+        )

@@ -203,7 +203,22 @@ def parse_numbers(kind: Callable, count: int, sep: str, example: str) -> Callabl
     return parse
 
 
+def parse_list(kind: Callable, sep: str, example: str) -> Callable:
+    """A Typer callback reading one or more numbers separated by `sep` (None stays None)."""
+
+    def parse(text: str | None):
+        if text is None:
+            return None
+        try:
+            return tuple(kind(v) for v in text.split(sep) if v.strip())
+        except ValueError:
+            raise typer.BadParameter(f"must be {example}; got {text!r}") from None
+
+    return parse
+
+
 parse_size = parse_numbers(int, 2, "x", "HEIGHTxWIDTH, e.g. 384x128")
+parse_fars = parse_list(float, ",", "false-match rates separated by commas, e.g. 0.01,0.001")
 parse_rgb = parse_numbers(float, 3, ",", "three numbers R,G,B")
 
 
@@ -224,6 +239,7 @@ def print_json(document: object, indent: int | None = 2) -> None:
 
 __all__ = [
     "SET_HELP", "UsageError", "build", "choices", "default_of", "field_of", "flag_error",
-    "flag_name", "help_of", "json_option", "option", "parse_rgb", "parse_size", "print_json",
+    "flag_name", "help_of", "json_option", "option", "parse_fars", "parse_list", "parse_rgb",
+    "parse_size", "print_json",
     "quiet_option", "recipe_option", "recipe_overrides", "schema_field",
 ]  # fmt: skip

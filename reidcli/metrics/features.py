@@ -3,7 +3,8 @@
 A features file holds `query_features` (Q, D) and `gallery_features` (G, D) (any real numeric
 dtype: float32, float64 as numpy saves by default, float16, integers; converted to float32),
 `query_pids`, `gallery_pids`, `query_camids`, `gallery_camids` (any integer dtype; converted to
-int64), and optionally `query_paths` and `gallery_paths` (strings) for visualisation.
+int64), and optionally `query_paths` and `gallery_paths` (strings) for visualisation and
+`model_sha256` (the checkpoint that produced them, which calibrations and indexes check).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ REQUIRED_KEYS = (
     "gallery_camids",
 )
 PATH_KEYS = ("query_paths", "gallery_paths")
+# SHA-256 of the checkpoint that produced the features (a string), when it is known.
+MODEL_KEY = "model_sha256"
 
 
 @dataclass(frozen=True)
@@ -313,6 +316,7 @@ def save_features(
     gallery_camids,
     query_paths=None,
     gallery_paths=None,
+    model_sha256: str | None = None,
 ) -> Path:
     """Validate and write a features `.npz` file (numpy arrays or torch tensors).
 
@@ -320,6 +324,7 @@ def save_features(
         path: Destination `.npz` file; its folder is created.
         query_features, gallery_features, query_pids, gallery_pids, query_camids,
         gallery_camids, query_paths, gallery_paths: As `as_features`.
+        model_sha256: SHA-256 of the checkpoint that produced them (kept as `model_sha256`).
 
     Returns:
         The written path.
@@ -330,6 +335,8 @@ def save_features(
         gallery_camids, query_paths, gallery_paths, source=str(path),
     )  # fmt: skip
     stored = {k: getattr(feats, k) for k in (*REQUIRED_KEYS, *PATH_KEYS)}
+    if model_sha256 is not None:
+        stored[MODEL_KEY] = np.asarray(model_sha256)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:  # a handle: savez would add .npz
         np.savez(fh, **{k: v for k, v in stored.items() if v is not None})
     return path

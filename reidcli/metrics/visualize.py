@@ -108,3 +108,39 @@ def save_cmc_curve(path: str | Path, metrics: dict, size: tuple[int, int] = (640
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def save_roc_curve(path: str | Path, calibration: dict, size: tuple[int, int] = (640, 420)) -> Path:
+    """Plot a calibration's ROC curve (TAR against FAR on a log scale) with its calibrated
+    thresholds marked, to a PNG."""
+    w, h = size
+    left, right, top, bottom = 50, 20, 20, 56
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((left, top, w - right, h - bottom), outline=(0, 0, 0))
+    far = np.asarray(calibration["curve"]["far"], np.float64)
+    tar = np.asarray(calibration["curve"]["tar"], np.float64)
+    lo = np.floor(np.log10(max(far.min(), 1e-12)))
+    span_x, span_y = w - left - right, h - top - bottom
+
+    def xy(f: float, t: float) -> tuple[float, float]:
+        x = left + span_x * (np.log10(max(f, 1e-12)) - lo) / max(1e-12, -lo)
+        return x, top + span_y * (1 - t)
+
+    for frac in np.linspace(0, 1, 5):
+        draw.text((4, xy(1, frac)[1] - 6), f"{100 * frac:.0f}%", fill=(0, 0, 0))
+    for exponent in range(int(lo), 1):
+        x = xy(10.0**exponent, 0)[0]
+        draw.line((x, h - bottom, x, h - bottom + 4), fill=(0, 0, 0))
+        draw.text((x - 10, h - bottom + 6), f"1e{exponent}", fill=(0, 0, 0))
+    draw.line([xy(f, t) for f, t in zip(far, tar, strict=True)], fill=(200, 60, 0), width=2)
+    for level in calibration["thresholds"]:
+        x, y = xy(level["far"], level["tar"])
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), outline=(0, 80, 200), width=2)
+        draw.text((x + 6, y + 4), f"{level['threshold']:.3f}", fill=(0, 80, 200))
+    draw.text((left, h - 20), "TAR (true matches) against FAR (false matches, log scale); blue: "
+              "calibrated thresholds", fill=(0, 0, 0))  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

@@ -250,6 +250,40 @@ class EvalOptions(IndexSearch):
     index_topk: int = Field(
         100, ge=1, le=1 << 20, description="hits per query taken from the index"
     )
+    open_set: bool = Field(
+        False, description="also the open-set protocol: unknown_ids query identities withheld "
+        "from the gallery (drawn with eval.seed); DIR and unknown rejection at each threshold",
+    )  # fmt: skip
+    unknown_ids: int | None = Field(
+        None, ge=1, le=1_000_000, description="identities withheld (default: a quarter)"
+    )
+    calibration: str | None = Field(
+        None, description="open-set thresholds from this calibration (default: the run's "
+        "calibration.json when there is one, else set on the unknown queries at far)",
+    )  # fmt: skip
+    far: tuple[float, ...] = Field(
+        (0.1, 0.01, 0.001), description="open-set false-accept rates of the thresholds set on "
+        "the unknown queries (without a calibration)",
+    )  # fmt: skip
+
+    @field_validator("far")
+    @classmethod
+    def _far(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or not all(0 < f < 1 for f in value):
+            raise ValueError(f"false-accept rates must be in (0, 1), got {list(value)}")
+        return tuple(dict.fromkeys(float(f) for f in value))
+
+    @model_validator(mode="after")
+    def _open_set_only(self):
+        if not self.open_set:
+            given = [n for n in ("unknown_ids", "calibration") if getattr(self, n) is not None]
+            given += ["far"] if "far" in self.model_fields_set else []
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(f"{', '.join(given)} {verb} to open_set")
+        elif self.index is not None:
+            raise ValueError("open_set scores the dense distances; it does not combine with index")
+        return self
 
     @model_validator(mode="after")
     def _index_only(self):
@@ -382,6 +416,10 @@ class IndexBuildOptions(GalleryAt):
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the training and recall samples")
     overwrite: bool = Field(False, description="replace an existing index")
+    calibration: str | None = Field(
+        None, description="calibration file (reid calibrate) kept with the index, for search "
+        "--threshold far=X; it must come from the model of the features",
+    )  # fmt: skip
 
     @field_validator("hnsw", "ivfpq")
     @classmethod
@@ -405,3 +443,108 @@ class SearchOptions(IndexSearch):
     )  # fmt: skip
     out: str | None = Field(None, description="also write the results (.json or .csv)")
     device: Device = Field("auto", description="where the model runs")
+    threshold: str | None = Field(
+        None, description="mark each hit match true/false and each query found true/false: "
+        "far=F (the threshold calibrated for false-match rate F: the index's calibration, or "
+        "calibration) or a distance X (same person when distance < X)",
+    )  # fmt: skip
+    calibration: str | None = Field(
+        None, description="calibration file (reid calibrate) instead of the index's"
+    )
+    matches_only: bool = Field(
+        False, description="print and write only the hits under the threshold"
+    )
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_threshold(value)
+        return value
+
+    @model_validator(mode="after")
+    def _needs_threshold(self):
+        if self.threshold is None:
+            given = [n for n in ("calibration", "matches_only") if getattr(self, n)]
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(f"{', '.join(given)} {verb} to threshold")
+        return self
+
+
+def parse_threshold(text: str) -> tuple[str, float]:
+    """`far=F` as ("far", F) with 0 < F <= 0.1, or a distance `X` as ("distance", X).
+
+    Raises:
+        ValueError: anything else.
+    """
+    head, _, tail = text.strip().partition("=")
+    try:
+        if tail:
+            if head.strip().lower() != "far":
+                raise ValueError
+            far = float(tail)
+            if not 0 < far <= 0.1:
+                raise ValueError
+            return "far", far
+        value = float(head)
+    except ValueError:
+        raise ValueError(
+            f"must be far=F (a calibrated false-match rate, 0 < F <= 0.1) or a distance, got "
+            f"{text!r}"
+        ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"a distance threshold must be a finite number, got {text!r}")
+    return "distance", value
+
+
+# False-match rates calibrated when none are asked for.
+DEFAULT_FARS = (0.01, 0.001, 0.0001)
+
+
+def check_fars(value: tuple[float, ...]) -> tuple[float, ...]:
+    """False-match rates in (0, 0.1], each once, in the order given."""
+    if not value:
+        raise ValueError("give at least one false-match rate")
+    bad = [f for f in value if not 0 < f <= 0.1]
+    if bad:
+        raise ValueError(f"false-match rates must be in (0, 0.1], got {bad}")
+    return tuple(dict.fromkeys(float(f) for f in value))
+
+
+class CalibrateOptions(Options):
+    """`reid calibrate`: the false-match rates, the bootstrap, and where the calibration goes."""
+
+    far: tuple[float, ...] = Field(
+        DEFAULT_FARS, description="false-match rates to calibrate (comma-separated, each <= 0.1)"
+    )
+    out: str | None = Field(
+        None, description="calibration file (.json); default RUN/calibration.json for a run, "
+        "FEATURES.calibration.json beside a features file",
+    )  # fmt: skip
+    plot: bool = Field(True, description="draw the ROC curve to a PNG beside the calibration")
+    distance: Metric | None = Field(
+        None, description="distance of a features file that states none (default cosine); a "
+        "run's is its recipe's eval.distance",
+    )  # fmt: skip
+    split: Split = Field("val", description="the split of a run that is embedded")
+    bootstrap: int = Field(
+        200, ge=20, le=10_000, description="bootstrap replicates (identities drawn with "
+        "replacement) of the confidence intervals",
+    )  # fmt: skip
+    confidence: float = Field(0.95, ge=0.5, le=0.999, description="confidence of the intervals")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the bootstrap")
+    verify: str | None = Field(
+        None, description="measure the FAR and TAR this calibration's thresholds give on SOURCE "
+        "instead of calibrating",
+    )  # fmt: skip
+    device: Device = Field("auto", description="where a run's model runs")
+    runner: ModelRunner = Field("auto", description=RUNNER_HELP)
+    recipe: str | None = Field(
+        None, description="recipe of a weights file that carries none (LightMBN .pth)"
+    )
+
+    @field_validator("far")
+    @classmethod
+    def _far(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        return check_fars(value)

@@ -8,6 +8,13 @@ nothing a Python user had before is lost, and exposes the values the CLI reads a
 
 from reidcli.results.base import METRIC_KEYS, Record
 from reidcli.results.bench import BenchComparison, BenchReport, BenchRow, Latency, RowComparison
+from reidcli.results.calibration import (
+    CalibrateResult,
+    Calibration,
+    CalibrationCheck,
+    MeasuredThreshold,
+    Threshold,
+)
 from reidcli.results.deployment import (
     EmbedResult,
     ExportedFile,
@@ -33,6 +40,9 @@ __all__ = [
     "BenchComparison",
     "BenchReport",
     "BenchRow",
+    "CalibrateResult",
+    "Calibration",
+    "CalibrationCheck",
     "EmbedResult",
     "EvalResult",
     "ExportResult",
@@ -42,6 +52,7 @@ __all__ = [
     "IndexInfo",
     "IndexRemoveResult",
     "Latency",
+    "MeasuredThreshold",
     "Metrics",
     "ParityBatch",
     "ParityReport",
@@ -52,5 +63,6 @@ __all__ = [
     "SearchResult",
     "SkippedImage",
     "SplitStats",
+    "Threshold",
     "TrainResult",
 ]

@@ -22,6 +22,11 @@ class IndexInfo(Record):
     build_seconds: float | None
     document: dict = field(repr=False)
 
+    @property
+    def calibration(self) -> dict | None:
+        """The calibration kept with the index (reid calibrate's document), or None."""
+        return self.document.get("calibration")
+
     @classmethod
     def from_document(cls, doc: dict) -> IndexInfo:
         recall = doc.get("recall") or {}
@@ -56,20 +61,31 @@ class IndexRemoveResult(Record):
 
 @dataclass(frozen=True)
 class Hit(Record):
+    """One gallery row found for a query; `match` only under a threshold (distance below it)."""
+
     path: str
     pid: int
     camid: int
     distance: float
+    match: bool | None = None
+
+    def to_json(self) -> dict:
+        doc = {"path": self.path, "pid": self.pid, "camid": self.camid, "distance": self.distance}
+        if self.match is not None:
+            doc["match"] = self.match
+        return doc
 
 
 @dataclass(frozen=True)
 class QueryHits(Record):
-    """One query's hits, nearest first; pid/camid None when the query's are unknown."""
+    """One query's hits, nearest first; pid/camid None when the query's are unknown; `found`
+    only under a threshold (its nearest hit is a match)."""
 
     path: str
     pid: int | None
     camid: int | None
     hits: tuple[Hit, ...]
+    found: bool | None = None
 
     def to_json(self) -> dict:
         doc: dict = {"path": self.path}
@@ -77,6 +93,8 @@ class QueryHits(Record):
             doc["pid"] = self.pid
         if self.camid is not None:
             doc["camid"] = self.camid
+        if self.found is not None:
+            doc["found"] = self.found
         doc["hits"] = [hit.to_json() for hit in self.hits]
         return doc
 
@@ -92,10 +110,13 @@ class SearchResult(Record):
     seconds: float
     results: tuple[QueryHits, ...]
     out: str | None = None
+    # with a threshold: distance, far (None for a given distance), tar, source
+    threshold: dict | None = None
 
     def to_json(self) -> dict:
         doc = {k: plain(getattr(self, k)) for k in ("index", "kind", "metric", "topk", "seconds")}
         doc["results"] = [entry.to_json() for entry in self.results]
-        if self.out is not None:
-            doc["out"] = self.out
+        for key in ("out", "threshold"):
+            if getattr(self, key) is not None:
+                doc[key] = getattr(self, key)
         return doc

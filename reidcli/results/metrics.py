@@ -58,6 +58,8 @@ class EvalResult(Record):
     index: dict | None = None
     exact: Metrics | None = None
     runner: str | None = None  # what embedded the model: pytorch or onnxruntime
+    # the open-set protocol: withheld identities, DIR and unknown rejection per threshold
+    open_set: dict | None = None
 
     @classmethod
     def from_metrics(cls, metrics: dict, **extra) -> EvalResult:
@@ -83,7 +85,7 @@ class EvalResult(Record):
                   "split": self.split, "data_root": self.data_root, "eval_json": self.eval_json,
                   "features_file": self.features_file, "index": self.index,
                   "exact": self.exact.to_json() if self.exact is not None else None,
-                  "runner": self.runner}  # fmt: skip
+                  "runner": self.runner, "open_set": self.open_set}  # fmt: skip
         doc |= {k: plain(v) for k, v in extras.items() if v is not None}
         return doc
 

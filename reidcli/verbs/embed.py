@@ -17,10 +17,12 @@ from reidcli.devices import check_device
 from reidcli.errors import DatasetError, RecipeError
 from reidcli.inference.images import collect_inputs, run_images
 from reidcli.inference.runners import Runner, load_runner
+from reidcli.metrics.features import MODEL_KEY
 from reidcli.outputs import atomic_path, check_output_file
 from reidcli.recipe.options import EmbedOptions
 from reidcli.reporting import Reporter
 from reidcli.results import EmbedResult, SkippedImage
+from reidcli.verbs.calibrate import runner_model
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,14 @@ def embed(model, inputs: tuple, options: EmbedOptions, reporter: Reporter) -> Em
     batch_size = _batch_size(runner, options.batch, defaults[0])
     workers = defaults[1] if options.workers is None else options.workers
     stated = {} if defaults[2] is None else {"distance": np.asarray(defaults[2])}
+    model_sha256 = runner_model(runner)
+    if model_sha256 is not None:
+        stated[MODEL_KEY] = np.asarray(model_sha256)
     started = time.perf_counter()
     if options.dataset is not None:
-        counts = _embed_dataset(runner, Path(options.dataset), out, batch_size, workers, reporter)
+        counts = _embed_dataset(
+            runner, Path(options.dataset), out, batch_size, workers, reporter, model_sha256
+        )
         num_images, dim, skipped = counts["num_query"] + counts["num_gallery"], counts["dim"], []
     else:
         assert paths is not None
@@ -93,7 +100,9 @@ def _batch_size(runner: Runner, asked: int | None, default: int) -> int:
     return asked or default
 
 
-def _embed_dataset(runner, root: Path, out: Path, batch_size, workers, reporter) -> dict:
+def _embed_dataset(
+    runner, root: Path, out: Path, batch_size, workers, reporter, model_sha256: str | None
+) -> dict:
     """Query and gallery of a prepared dataset to a features file for `reid eval --features`."""
     from reidcli.data.manifest import load_manifest
     from reidcli.metrics.features import save_features
@@ -111,7 +120,7 @@ def _embed_dataset(runner, root: Path, out: Path, batch_size, workers, reporter)
     save_features(
         out, qf, gf, query["pid"].to_numpy(np.int64), gallery["pid"].to_numpy(np.int64),
         query["camid"].to_numpy(np.int64), gallery["camid"].to_numpy(np.int64),
-        query["path"].to_numpy(str), gallery["path"].to_numpy(str),
+        query["path"].to_numpy(str), gallery["path"].to_numpy(str), model_sha256=model_sha256,
     )  # fmt: skip
     return {"num_query": len(query), "num_gallery": len(gallery), "dim": int(qf.shape[1])}
 

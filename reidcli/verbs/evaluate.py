@@ -36,18 +36,23 @@ def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Repor
         cfg = load_eval(options.recipe, overrides)
         feats, out_dir = load_features(options.features), Path(options.features).parent
     else:
-        feats, recipe, trained, checkpoint, runner = _model_features(
+        feats, recipe, trained, checkpoint, runner = model_features(
             target, options, overrides, reporter
         )
         cfg, out_dir = recipe.eval, checkpoint.parent
     if options.save_features is not None:
-        save_features(options.save_features, *(getattr(feats, f.name) for f in fields(feats)))
+        save_features(
+            options.save_features, *(getattr(feats, f.name) for f in fields(feats)),
+            model_sha256=_model_sha256(checkpoint, options),
+        )  # fmt: skip
     if options.visualize and not feats.has_paths:
         raise FeaturesError(f"{options.features}: visualize needs query_paths and gallery_paths")
     if options.index is not None:
         return _index_metrics(options, feats, cfg)
     result = run_evaluation(feats, cfg, top_k=10 if options.visualize else 0)
     extra: dict = {}
+    if options.open_set:
+        extra["open_set"] = _open_set(feats, cfg, options, checkpoint)
     if options.save_features is not None:
         extra["features_file"] = str(options.save_features)
     if options.visualize:
@@ -55,6 +60,8 @@ def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Repor
     if checkpoint is not None:
         metrics = result.metrics | {"checkpoint": str(checkpoint), "split": options.split,
                                     "data_root": recipe.data.root, "runner": runner}  # fmt: skip
+        if options.open_set:
+            metrics["open_set"] = extra["open_set"]
         path = out_dir / eval_json_name(trained, recipe, options.split)
         write_text_atomic(path, json.dumps(metrics, indent=2, default=_plain) + "\n")
         register_output(out_dir, path.name)
@@ -100,6 +107,41 @@ def _index_metrics(options: EvalOptions, feats, cfg) -> EvalResult:
     return EvalResult.from_metrics(metrics, index=metrics["index"], exact=exact)
 
 
+def _model_sha256(checkpoint: Path | None, options: EvalOptions) -> str | None:
+    """The checkpoint behind the evaluated features: the one embedded, or the one a features
+    file records."""
+    if checkpoint is not None:
+        from reidcli.export.metadata import file_sha256
+
+        return file_sha256(checkpoint)
+    from reidcli.verbs.index import features_model
+
+    return features_model(options.features) if options.features is not None else None
+
+
+def _open_set(feats, cfg, options: EvalOptions, checkpoint: Path | None) -> dict:
+    """The open-set protocol's figures, with thresholds from a calibration when there is one
+    (`options.calibration`, else the run's calibration.json)."""
+    from reidcli.metrics.open_set import evaluate_open_set
+    from reidcli.verbs.calibrate import CALIBRATION_FILE, read_calibration
+
+    path = options.calibration
+    if path is None and checkpoint is not None and (checkpoint.parent / CALIBRATION_FILE).is_file():
+        path = str(checkpoint.parent / CALIBRATION_FILE)
+    calibrated = None
+    if path is not None:
+        calibration = read_calibration(path)
+        calibration.check_model(
+            int(feats.query_features.shape[1]), cfg.distance, _model_sha256(checkpoint, options),
+            "the evaluated features",
+        )  # fmt: skip
+        calibrated = [(level.far, level.threshold) for level in calibration.thresholds]
+    doc = evaluate_open_set(
+        feats, cfg.distance, options.unknown_ids, cfg.seed, calibrated, options.far
+    )
+    return doc | {"calibration": path}
+
+
 def eval_json_name(trained, recipe, split: str) -> str:
     """One result file per prepared dataset and split, beside the checkpoint.
 
@@ -114,7 +156,7 @@ def eval_json_name(trained, recipe, split: str) -> str:
     return f"eval_{slug}{suffix}.json"
 
 
-def _model_features(target, options: EvalOptions, overrides: list[str], reporter: Reporter):
+def model_features(target, options: EvalOptions, overrides: list[str], reporter: Reporter):
     from reidcli.engine.runtime import Runtime
     from reidcli.inference.checkpoints import (
         embed_split,

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from reidcli import __version__
-from reidcli.errors import FeaturesError, GalleryIndexError, OutputError, RecipeError
+from reidcli.errors import (
+    CalibrationError,
+    FeaturesError,
+    GalleryIndexError,
+    OutputError,
+    RecipeError,
+)
 from reidcli.index.gallery import AUTO_FLAT_MAX, UNKNOWN, Gallery, Hits, Rows, prepare_vectors
 from reidcli.index.inputs import load_rows
 from reidcli.index.paths import spellings, stored_path
@@ -27,6 +33,7 @@ from reidcli.recipe.options import (
     IndexRemoveOptions,
     IvfpqOptions,
     SearchOptions,
+    parse_threshold,
 )
 from reidcli.reporting import Reporter
 from reidcli.results import (
@@ -94,11 +101,17 @@ def build_index(features: str | Path, out: str | Path, options: IndexBuildOption
         raise GalleryIndexError(f"{features}: features for the {stated} distance, not {metric}")
     metric = metric or stated or "cosine"
     kind, build, search = resolve_params(len(rows), rows.features.shape[1], options)
+    model = features_model(features)
+    calibration = None
+    if options.calibration is not None:
+        calibration = kept_calibration(
+            options.calibration, int(rows.features.shape[1]), metric, model, f"index {out}"
+        )
     meta = {
         "format": "reid-index", "version": 1, "backend": backend, "kind": kind, "metric": metric,
         "dim": int(rows.features.shape[1]), "params": build, "search": search, "next_id": 0,
         "count": 0, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reidcli": __version__,
-        "root": os.getcwd(),
+        "root": os.getcwd(), "model_sha256": model, "calibration": calibration,
     }  # fmt: skip
     rows = rooted(rows, meta["root"])
     started = time.perf_counter()
@@ -159,6 +172,8 @@ def add_to_index(index, features, at: GalleryAt) -> IndexAddResult:
     with writing(index, at.backend, at.uri):
         gallery = open_gallery(index, at.backend, at.uri)
         gallery.check_features(rows.features, str(features), stated)
+        check_same_model(gallery.meta.get("model_sha256"), features_model(features),
+                         str(features), index)  # fmt: skip
         rows = rooted(rows, gallery.meta.get("root") or os.getcwd())
         before = gallery.count
         present = gallery.ids_of(paths=rows.paths.astype(str))
@@ -167,6 +182,27 @@ def add_to_index(index, features, at: GalleryAt) -> IndexAddResult:
         ids = gallery.add(rows)
         gallery.save()
     return IndexAddResult(str(index), len(ids), gallery.count, before, int(ids[0]), int(ids[-1]))
+
+
+def calibrate_index(index, calibration, at: GalleryAt) -> IndexInfo:
+    """See `reidcli.api.index_calibrate`."""
+    with writing(index, at.backend, at.uri):
+        gallery = open_gallery(index, at.backend, at.uri)
+        meta = gallery.meta
+        meta["calibration"] = kept_calibration(
+            calibration, gallery.dim, gallery.metric, meta.get("model_sha256"), f"index {index}"
+        )
+        gallery.save()
+    return IndexInfo.from_document(info(gallery))
+
+
+def kept_calibration(path, dim: int, metric: str, model: str | None, what: str) -> dict:
+    """A calibration file's document as an index keeps it (without the curve), checked against
+    the index's width, distance and checkpoint."""
+    from reidcli.verbs.calibrate import calibration_for
+
+    doc = calibration_for(path, dim, metric, model, what)
+    return {k: v for k, v in doc.items() if k != "curve"} | {"file": str(path)}
 
 
 def rooted(rows: Rows, root: str) -> Rows:
@@ -228,15 +264,19 @@ def search(index, queries, options: SearchOptions, reporter: Reporter) -> Search
     if options.out is not None:
         check_results_path(options.out)
     if options.model is not None:
-        rows, stated = embed_queries(options.model, queries, options.device, reporter)
+        rows, stated, model = embed_queries(options.model, queries, options.device, reporter)
         source = "images"
     else:
         if not isinstance(queries, str | Path):
             raise RecipeError("give one features file, or images with a model")
         rows, stated = load_rows(queries, "query")
-        source = str(queries)
+        source, model = str(queries), features_model(queries)
     gallery = open_gallery(index, options.backend, options.uri)
     gallery.check_features(rows.features, source, stated)
+    check_same_model(gallery.meta.get("model_sha256"), model, source, index)
+    threshold = None
+    if options.threshold is not None:
+        threshold = resolve_threshold(options, gallery, model or gallery.meta.get("model_sha256"))
     params = search_params(gallery, options.nprobe, options.ef_search)
     keep = None
     if options.exclude_same_camera:
@@ -246,18 +286,75 @@ def search(index, queries, options: SearchOptions, reporter: Reporter) -> Search
     started = time.perf_counter()
     hits = gallery.search(rows.features, options.topk, params, keep)
     seconds = time.perf_counter() - started
-    results = _results(gallery, rows, hits)
+    limit = None if threshold is None else threshold["distance"]
+    results = _results(gallery, rows, hits, limit, options.matches_only)
     out = str(write_results(results, options.out)) if options.out is not None else None
     return SearchResult(
-        str(index), gallery.kind, gallery.metric, options.topk, round(seconds, 4), results, out
-    )
+        str(index), gallery.kind, gallery.metric, options.topk, round(seconds, 4), results, out,
+        threshold,
+    )  # fmt: skip
 
 
-def embed_queries(model, images, device: str, reporter) -> tuple[Rows, str | None]:
-    """Image queries embedded by a checkpoint or export, as `reid embed` would, and the
-    distance the model's recipe evaluates with (None for an export)."""
+def features_model(path: str | Path) -> str | None:
+    """The checkpoint SHA-256 a features file records (reid embed, reid eval --save-features),
+    or None; reads that one entry."""
+    from reidcli.metrics.features import MODEL_KEY
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data[MODEL_KEY]) if MODEL_KEY in data.files else None
+    except (OSError, ValueError):
+        return None  # load_rows has read the file: this cannot fail where it matters
+
+
+def check_same_model(indexed: str | None, given: str | None, source: str, index) -> None:
+    """Refuse features of another checkpoint than the index's, where both are recorded.
+
+    Raises:
+        GalleryIndexError: the checkpoints differ.
+    """
+    if indexed and given and indexed != given:
+        raise GalleryIndexError(
+            f"{source}: features of checkpoint {given[:12]}, but {index} holds features of "
+            f"checkpoint {indexed[:12]}: distances between two models mean nothing"
+        )
+
+
+def resolve_threshold(options: SearchOptions, gallery: Gallery, model: str | None) -> dict:
+    """The distance threshold of `options.threshold`: given, or calibrated for a FAR (from
+    `options.calibration` or the index's calibration), checked against the index's model.
+
+    Raises:
+        CalibrationError: no calibration, a FAR not calibrated, or another model's calibration.
+    """
+    from reidcli.results.calibration import Calibration
+    from reidcli.verbs.calibrate import read_calibration
+
+    assert options.threshold is not None
+    kind, value = parse_threshold(options.threshold)
+    if kind == "distance":
+        return {"distance": value, "far": None, "source": "given"}
+    if options.calibration is not None:
+        calibration, where = read_calibration(options.calibration), str(options.calibration)
+    elif gallery.meta.get("calibration"):
+        calibration = Calibration.from_document(gallery.meta["calibration"], "the index")
+        where = "the index's calibration"
+    else:
+        raise CalibrationError(
+            f"far={value:g} needs a calibration: the index has none (reid index calibrate INDEX "
+            "FILE, or reid index build --calibration FILE), and none was given (--calibration)"
+        )
+    calibration.check_model(gallery.dim, gallery.metric, model, "the index")
+    level = calibration.at_far(value)
+    return {"distance": level.threshold, "far": level.far, "tar": level.tar, "source": where}
+
+
+def embed_queries(model, images, device: str, reporter) -> tuple[Rows, str | None, str | None]:
+    """Image queries embedded by a checkpoint or export, as `reid embed` would, the distance
+    the model's recipe evaluates with (None for an export) and the checkpoint's SHA-256."""
     from reidcli.inference.images import collect_inputs, run_images
     from reidcli.inference.runners import load_runner
+    from reidcli.verbs.calibrate import runner_model
 
     items = (images,) if isinstance(images, str | Path) else tuple(images)
     runner, (batch, workers, distance, _) = load_runner(model, device)
@@ -267,21 +364,35 @@ def embed_queries(model, images, device: str, reporter) -> tuple[Rows, str | Non
         log.warning("skipped unreadable image: %s", item["error"])
     n = len(kept)
     unknown = np.full(n, UNKNOWN, np.int64)
-    return Rows(feats, np.asarray(kept, dtype=object), unknown, unknown.copy()), distance
+    rows = Rows(feats, np.asarray(kept, dtype=object), unknown, unknown.copy())
+    return rows, distance, runner_model(runner)
 
 
-def _results(gallery: Gallery, queries: Rows, hits: Hits) -> tuple[QueryHits, ...]:
+def _results(
+    gallery: Gallery, queries: Rows, hits: Hits, limit: float | None, matches_only: bool
+) -> tuple[QueryHits, ...]:
+    """Each query's hits; with a threshold `limit`, each hit marked (a match when its distance
+    is below it) and each query found when its nearest hit is a match."""
     paths, pids, camids = gallery.labels(hits.ids)
     out = []
     for q in range(len(queries)):
         found = tuple(
-            Hit(str(paths[q, j]), int(pids[q, j]), int(camids[q, j]), float(hits.distances[q, j]))
+            Hit(
+                str(paths[q, j]),
+                int(pids[q, j]),
+                int(camids[q, j]),
+                float(hits.distances[q, j]),
+                None if limit is None else bool(hits.distances[q, j] < limit),
+            )
             for j in range(hits.ids.shape[1])
             if hits.ids[q, j] >= 0
         )
+        seen = None if limit is None else any(hit.match for hit in found)
+        if matches_only:
+            found = tuple(hit for hit in found if hit.match)
         pid, camid = int(queries.pids[q]), int(queries.camids[q])
         out.append(QueryHits(str(queries.paths[q]), None if pid == UNKNOWN else pid,
-                             None if camid == UNKNOWN else camid, found))  # fmt: skip
+                             None if camid == UNKNOWN else camid, found, seen))  # fmt: skip
     return tuple(out)
 
 
@@ -307,9 +418,12 @@ def write_results(results: tuple[QueryHits, ...], out: str | Path) -> Path:
             return out
         with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["query", "rank", "path", "pid", "camid", "distance"])
+            marked = any(entry.found is not None for entry in results)
+            writer.writerow(["query", "rank", "path", "pid", "camid", "distance"]
+                            + (["match"] if marked else []))  # fmt: skip
             for entry in results:
                 for rank, hit in enumerate(entry.hits, 1):
                     writer.writerow([entry.path, rank, hit.path, hit.pid, hit.camid,
-                                     repr(hit.distance)])  # fmt: skip
+                                     repr(hit.distance)]
+                                    + ([str(hit.match).lower()] if marked else []))  # fmt: skip
     return out

@@ -186,7 +186,9 @@ def _onnx(graph, example, path: Path, job: ExportJob):
 
 
 def _metadata(fmt: str, job: ExportJob, exporter: str, opset: int | None) -> dict:
-    return build_metadata(
+    """The file's metadata; the run's calibration goes in with it, except into an INT8 file
+    (its distances are not the model's: calibrate the INT8 file's features)."""
+    meta = build_metadata(
         fmt=fmt,
         recipe=job.recipe,
         contract=job.contract,
@@ -199,6 +201,9 @@ def _metadata(fmt: str, job: ExportJob, exporter: str, opset: int | None) -> dic
         checkpoint_sha256=job.sha256,
         versions=_versions(fmt),
     )
+    if job.match_calibration is not None and not (fmt == "onnx" and job.recipe.export.int8):
+        meta["calibration"] = job.match_calibration
+    return meta
 
 
 def _checked(fmt: str, tmp: Path, path: Path, job: ExportJob, inputs, float_pool) -> dict | None:

@@ -16,6 +16,7 @@ from reidcli.export.metadata import (
     InputContract,
     file_sha256,
 )
+from reidcli.verbs.calibrate import kept_with_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,13 @@ def build_job(model, rec, checkpoint: Path) -> ExportJob:
         rec, size, max(*CHECK_BATCHES, cfg.static_batch or 1)
     )
     atol, min_cos = cfg.tolerance()
+    sha256 = file_sha256(checkpoint)
+    thresholds = kept_with_checkpoint(checkpoint, sha256, model.embedding_dim, rec.eval.distance)
     return ExportJob(
         model=model, recipe=rec, contract=contract, checkpoint=checkpoint,
-        sha256=file_sha256(checkpoint), opset=cfg.opset, fp16=cfg.fp16, check=cfg.check,
+        sha256=sha256, opset=cfg.opset, fp16=cfg.fp16, check=cfg.check,
         atol=atol, min_cos=min_cos, exporter=cfg.exporter, pool=pool, sources=sources,
-        inputs_from=inputs_from,
+        inputs_from=inputs_from, match_calibration=thresholds,
     )  # fmt: skip
 
 
@@ -61,6 +64,8 @@ class ExportJob:
     inputs_from: str
     reference: np.ndarray | None = None  # (N, D) fp32 embedding of the pool, computed once
     calibration: tuple | None = None  # int8: (images, description) of the calibration crops
+    # the run's distance thresholds (reid calibrate) when made with this checkpoint
+    match_calibration: dict | None = None
 
 
 def max_opset() -> int:
