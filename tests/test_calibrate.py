@@ -15,6 +15,7 @@ from reidcli.export.metadata import file_sha256
 from reidcli.metrics import calibration as cal
 from reidcli.metrics.features import Features
 from reidcli.metrics.open_set import evaluate_open_set, withheld_identities
+from reidcli.results import OpenSetResult
 from tests.conftest import reid
 from tests.test_export import make_checkpoint, run_cli
 
@@ -144,7 +145,13 @@ def test_one_sided_file_uses_every_pair_of_rows(tmp_path, capsys):
     cross = same & upper & (camids[:, None] != camids[None, :])
     assert doc["pairs"]["positive"] == int(cross.sum())
     assert doc["out"] == str(tmp_path / "one.calibration.json") and "figure" not in doc
-    assert json.loads((tmp_path / "one.calibration.json").read_text())["curve"]["far"]
+    text = (tmp_path / "one.calibration.json").read_text()
+
+    def not_json(constant):  # NaN or Infinity: not strict JSON
+        raise AssertionError(constant)
+
+    curve = json.loads(text, parse_constant=not_json)["curve"]
+    assert curve["far"] == sorted(curve["far"]) and curve["tar"] == sorted(curve["tar"])
 
 
 @pytest.mark.parametrize(
@@ -242,7 +249,7 @@ def test_search_marks_matches_under_the_calibrated_threshold(gallery_files, tmp_
     assert code == 0 and json.loads(out)["calibration"]["model_sha256"] == "a" * 64, err
     threshold = files["result"].calibration.at_far(0.01).threshold
     result = api.search(index, files["test"], threshold="far=0.01", topk=20)
-    assert result.threshold["distance"] == threshold and result.threshold["far"] == 0.01
+    assert result.threshold.distance == threshold and result.threshold.far == 0.01
     hits = [hit for entry in result.results for hit in entry.hits]
     assert {hit.match for hit in hits} == {True, False}
     assert all(hit.match == (hit.distance < threshold) for hit in hits)
@@ -317,6 +324,11 @@ def test_eval_open_set_cli(gallery_files, capsys):
         json.loads(out2)["open_set"]["identities_withheld"]
         != doc["open_set"]["identities_withheld"]
     )
+    result = api.evaluate(features=files["test"], open_set=True, unknown_ids=30,
+                          calibration=files["calibration"])  # fmt: skip
+    assert isinstance(result.open_set, OpenSetResult)
+    assert [level.far for level in result.open_set.thresholds] == [0.01, 0.001]
+    assert result.open_set.to_json() == doc["open_set"]
     code, _, err = run_cli(capsys, "eval", "--features", str(files["test"]), "--unknown-ids", "3")
     assert code == 2 and "open" in err
     code, _, err = run_cli(capsys, "eval", "--features", str(files["other"]), "--open-set",
@@ -347,7 +359,7 @@ def test_a_run_keeps_its_calibration_in_exports_and_features(dataset, tmp_path, 
     assert str(np.load(feats)["model_sha256"]) == sha
     index = tmp_path / "t.index"
     info = api.index_build(feats, index, calibration=tmp_path / "calibration.json")
-    assert info.calibration["thresholds"][0]["far"] == 0.1
+    assert info.calibration.thresholds[0].far == 0.1
     code, out, err = run_cli(capsys, "eval", str(checkpoint), "--open-set", "--json")
     assert code == 0, err
     assert json.loads(out)["open_set"]["calibration"] == str(tmp_path / "calibration.json")

@@ -377,6 +377,20 @@ CASES = [
      "--paths or --pid"),
     ("search --uri without --backend milvus", command("search {index} {gallery} --uri x.db"), 2,
      "--uri .* goes with --backend milvus"),
+    ("calibrate --out DIR", into_folder("calibrate {feats} --out {out}"), 2, "is a folder"),
+    ("calibrate features without pids", command("calibrate {gallery}"), 1, "no person ids"),
+    ("calibrate --far 0", command("calibrate {feats} --far 0"), 2, r"\(0, 0\.1\]"),
+    ("calibrate --far abc", command("calibrate {feats} --far abc"), 2, "--far: must be rates"),
+    ("calibrate at an unmeasurable FAR", command("calibrate {feats} --far 0.0001"), 1,
+     "smallest measurable FAR"),
+    ("search --threshold far= without a calibration",
+     command("search {index} {gallery} --threshold far=0.01"), 1, "needs a calibration"),
+    ("search --threshold banana", command("search {index} {gallery} --threshold banana"), 2,
+     "far=F"),
+    ("index calibrate with a recipe", command("index calibrate {index} {recipe}", "{index}"), 1,
+     "not a readable calibration"),
+    ("eval --open-set withholding every identity",
+     command("eval --features {feats} --open-set --unknown-ids 1000"), 1, "no known identity"),
 ]  # fmt: skip
 
 

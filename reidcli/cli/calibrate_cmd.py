@@ -8,6 +8,7 @@ from rich.table import Table
 
 from reidcli.cli.options import build, choices, json_option, option, parse_fars, quiet_option
 from reidcli.recipe.options import CalibrateOptions
+from reidcli.results import PairCounts
 
 Device = choices(CalibrateOptions, "device")
 Runner = choices(CalibrateOptions, "runner")
@@ -86,7 +87,7 @@ def calibrate_cmd(
         return
     result = api.calibrate(source, options, reporter=console_reporter(quiet))
     c = result.calibration
-    table = Table(title=f"calibration of {c.document['source']}")
+    table = Table(title=f"calibration of {c.source}")
     for name in ("FAR", "threshold", "threshold CI", "TAR %", "TAR CI", "FAR CI"):
         table.add_column(name, justify="right", overflow="fold")
     for t in c.thresholds:
@@ -107,11 +108,11 @@ def calibrate_cmd(
                 print(f"wrote {path}", file=sys.stderr)
 
 
-def _pairs_caption(pairs: dict) -> str:
+def _pairs_caption(pairs: PairCounts) -> str:
     return (
-        f"{pairs['positive']:,} same-person pairs across cameras, {pairs['negative']:,} "
-        f"different-person pairs ({pairs['kind']}), {pairs['identities']} identities, "
-        f"{pairs['cameras']} cameras"
+        f"{pairs.positive:,} same-person pairs across cameras, {pairs.negative:,} "
+        f"different-person pairs ({pairs.kind}), {pairs.identities} identities, "
+        f"{pairs.cameras} cameras"
     )
 
 

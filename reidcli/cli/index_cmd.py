@@ -63,10 +63,9 @@ def _describe(info) -> str:
         )
     elif info.kind == "flat":
         text += "; exact"
-    if info.calibration:
-        levels = ", ".join(
-            f"FAR {t['far']:g} < {t['threshold']:.4f}" for t in info.calibration["thresholds"]
-        )
+    calibration = info.calibration
+    if calibration is not None:
+        levels = ", ".join(f"FAR {t.far:g} < {t.threshold:.4f}" for t in calibration.thresholds)
         text += f"; calibrated thresholds: {levels}"
     return text
 
@@ -258,9 +257,9 @@ def _table(result) -> None:
         console.print(f"... and {more} more queries (--json or --out for all)")
     if marked:
         t = result.threshold
-        far = f" (calibrated for FAR {t['far']:g}, {t['source']})" if t["far"] is not None else ""
+        far = f" (calibrated for FAR {t.far:g}, {t.source})" if t.far is not None else ""
         found = sum(bool(entry.found) for entry in result.results)
         console.print(
-            f"same person when distance < {t['distance']:.4f}{far}: {found} of "
+            f"same person when distance < {t.distance:.4f}{far}: {found} of "
             f"{len(result.results)} queries found in the gallery"
         )

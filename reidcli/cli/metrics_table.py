@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reidcli.cli.options import print_json
-from reidcli.results import EvalResult, Metrics
+from reidcli.results import EvalResult, Metrics, OpenSetResult
 
 ROWS = (
     ("rank-1", "rank1"),
@@ -78,28 +78,28 @@ def render_result(result: EvalResult, as_json: bool, title: str) -> None:
         print_json(result.to_json())
 
 
-def render_open_set(doc: dict, console: Console | None = None) -> None:
+def render_open_set(result: OpenSetResult, console: Console | None = None) -> None:
     """The open-set figures: DIR and unknown rejection at each threshold."""
     console = console or Console(stderr=True)
     table = Table(
-        title=f"open set: {doc['unknown_ids']} query identities withheld (seed {doc['seed']})"
+        title=f"open set: {result.unknown_ids} query identities withheld (seed {result.seed})"
     )
     for name in ("FAR", "threshold", "DIR %", "unknown rejected %"):
         table.add_column(name, justify="right")
-    for level in doc["thresholds"]:
-        table.add_row(f"{level['far']:g}", f"{level['threshold']:.4f}", _pct(level["dir"]),
-                      _pct(level["unknown_rejected"]))  # fmt: skip
-    if doc.get("calibration"):
-        source = f"from {doc['calibration']} (FAR of pairs)"
+    for level in result.thresholds:
+        table.add_row(f"{level.far:g}", f"{level.threshold:.4f}", _pct(level.dir),
+                      _pct(level.unknown_rejected))  # fmt: skip
+    if result.calibration:
+        source = f"from {result.calibration} (FAR of pairs)"
     else:
         source = "set on the unknown queries (FAR: share of them accepted; optimistic)"
     caption = (
-        f"{doc['known_queries']} known and {doc['unknown_queries']} unknown queries, "
-        f"{doc['gallery_rows']} gallery rows; rank-1 of the known queries "
-        f"{_pct(doc['rank1_known'])}%; thresholds: {source}"
+        f"{result.known_queries} known and {result.unknown_queries} unknown queries, "
+        f"{result.gallery_rows} gallery rows; rank-1 of the known queries "
+        f"{_pct(result.rank1_known)}%; thresholds: {source}"
     )
-    if doc["fars_not_measurable"]:
-        left = ", ".join(f"{f:g}" for f in doc["fars_not_measurable"])
-        caption += f"; FAR {left} not measurable on {doc['unknown_queries']} unknown queries"
+    if result.fars_not_measurable:
+        left = ", ".join(f"{f:g}" for f in result.fars_not_measurable)
+        caption += f"; FAR {left} not measurable on {result.unknown_queries} unknown queries"
     table.caption = caption
     console.print(table)

@@ -203,8 +203,9 @@ def parse_numbers(kind: Callable, count: int, sep: str, example: str) -> Callabl
     return parse
 
 
-def parse_list(kind: Callable, sep: str, example: str) -> Callable:
-    """A Typer callback reading one or more numbers separated by `sep` (None stays None)."""
+def parse_list(kind: Callable, sep: str, flag: str, example: str) -> Callable:
+    """A Typer callback reading one or more numbers separated by `sep` (None stays None); bad
+    text is a one-line usage error naming `flag`."""
 
     def parse(text: str | None):
         if text is None:
@@ -212,13 +213,13 @@ def parse_list(kind: Callable, sep: str, example: str) -> Callable:
         try:
             return tuple(kind(v) for v in text.split(sep) if v.strip())
         except ValueError:
-            raise typer.BadParameter(f"must be {example}; got {text!r}") from None
+            raise UsageError(f"{flag}: must be {example}; got {text!r}") from None
 
     return parse
 
 
 parse_size = parse_numbers(int, 2, "x", "HEIGHTxWIDTH, e.g. 384x128")
-parse_fars = parse_list(float, ",", "false-match rates separated by commas, e.g. 0.01,0.001")
+parse_fars = parse_list(float, ",", "--far", "rates separated by commas, e.g. 0.01,0.001")
 parse_rgb = parse_numbers(float, 3, ",", "three numbers R,G,B")
 
 

@@ -338,11 +338,12 @@ def replicate(pairs: Pairs, m: np.ndarray, fars) -> tuple[np.ndarray, np.ndarray
 
 
 def curve(pairs: Pairs, points: int = CURVE_POINTS) -> dict[str, list[float]]:
-    """The ROC at log-spaced FARs from the smallest measurable one to 1: thresholds and TARs."""
-    low = max(pairs.min_far, 1e-9)
-    fars = np.geomspace(low, 1.0, points) if low < 1 else np.asarray([1.0])
-    thresholds = [pairs.threshold(float(f)) if f < 1 else float("inf") for f in fars]
-    tars = [pairs.tar_at(t) if math.isfinite(t) else 1.0 for t in thresholds]
+    """The ROC at log-spaced FARs from the smallest measurable one towards 1: thresholds and
+    TARs (every value finite)."""
+    low = min(max(pairs.min_far, 1e-9), 0.5)
+    fars = np.geomspace(low, 1.0, points + 1)[:-1]
+    thresholds = [pairs.threshold(float(f)) for f in fars]
+    tars = [pairs.tar_at(t) for t in thresholds]
     return {"far": [float(f) for f in fars], "threshold": thresholds, "tar": tars}
 
 

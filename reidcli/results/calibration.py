@@ -27,6 +27,22 @@ class Threshold(Record):
 
 
 @dataclass(frozen=True)
+class PairCounts(Record):
+    """The pairs a calibration (or its check) measured."""
+
+    positive: int  # one identity, two cameras
+    negative: int  # two identities
+    identities: int
+    cameras: int
+    kind: str  # "query x gallery" or "all pairs of rows"
+
+    @classmethod
+    def from_document(cls, doc: dict) -> PairCounts:
+        return cls(int(doc["positive"]), int(doc["negative"]), int(doc["identities"]),
+                   int(doc["cameras"]), str(doc["kind"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Calibration(Record):
     """Thresholds at stated false-match rates for one model's distances.
 
@@ -35,17 +51,19 @@ class Calibration(Record):
         dim: the embedding width of the model.
         model_sha256: SHA-256 of the checkpoint that produced the features (None: unknown).
         thresholds: one per requested FAR, in the order asked.
-        pairs: counts of the pairs measured (positive, negative, identities, cameras).
+        pairs: the pairs measured.
         min_far: the smallest FAR those pairs can measure.
-        document: the whole JSON document (source, bootstrap settings, the ROC curve, ...).
+        source: what the features came from.
+        document: the whole JSON document (bootstrap settings, the ROC curve, ...).
     """
 
     metric: str
     dim: int
     model_sha256: str | None
     thresholds: tuple[Threshold, ...]
-    pairs: dict
+    pairs: PairCounts
     min_far: float
+    source: str
     document: dict = field(repr=False)
 
     @classmethod
@@ -76,7 +94,8 @@ class Calibration(Record):
             )
             return cls(
                 str(doc["metric"]), int(doc["dim"]), doc.get("model_sha256"), levels,
-                dict(doc["pairs"]), float(doc["min_far"]), doc,
+                PairCounts.from_document(doc["pairs"]), float(doc["min_far"]),
+                str(doc.get("source", "")), doc,
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as err:
             raise CalibrationError(f"{source}: malformed calibration ({err!r})") from None
@@ -150,9 +169,54 @@ class CalibrationCheck(Record):
 
     calibration: str
     source: str
-    pairs: dict
+    pairs: PairCounts
     thresholds: tuple[MeasuredThreshold, ...]
 
-    def to_json(self) -> dict:
-        return {"calibration": self.calibration, "source": self.source, "pairs": self.pairs,
-                "thresholds": [t.to_json() for t in self.thresholds]}  # fmt: skip
+
+@dataclass(frozen=True)
+class MatchThreshold(Record):
+    """The threshold a search applied: same person when distance < `distance`."""
+
+    distance: float
+    far: float | None  # the FAR it was calibrated for (None: a distance given)
+    tar: float | None
+    source: str  # "given", the calibration file, or "the index's calibration"
+
+
+@dataclass(frozen=True)
+class OpenSetLevel(Record):
+    """The open-set figures at one threshold."""
+
+    far: float
+    threshold: float
+    dir: float  # known queries whose nearest crop is their person, under the threshold
+    unknown_rejected: float  # unknown queries whose nearest crop is at the threshold or beyond
+    false_accept: float  # 1 - unknown_rejected
+
+
+@dataclass(frozen=True)
+class OpenSetResult(Record):
+    """`reid eval --open-set`: query identities withheld from the gallery, and the figures at
+    each threshold (from a calibration, or set on the unknown queries)."""
+
+    unknown_ids: int
+    seed: int
+    identities_withheld: tuple[int, ...]
+    known_queries: int
+    unknown_queries: int
+    gallery_rows: int
+    rank1_known: float
+    threshold_source: str  # "calibration" or "unknown queries"
+    calibration: str | None
+    fars_not_measurable: tuple[float, ...]
+    thresholds: tuple[OpenSetLevel, ...]
+
+    @classmethod
+    def from_document(cls, doc: dict) -> OpenSetResult:
+        levels = tuple(OpenSetLevel(**level) for level in doc["thresholds"])
+        return cls(
+            doc["unknown_ids"], doc["seed"], tuple(doc["identities_withheld"]),
+            doc["known_queries"], doc["unknown_queries"], doc["gallery_rows"],
+            doc["rank1_known"], doc["threshold_source"], doc.get("calibration"),
+            tuple(doc["fars_not_measurable"]), levels,
+        )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reidcli.results.base import Record, plain
+from reidcli.results.calibration import Calibration, MatchThreshold
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,10 @@ class IndexInfo(Record):
     document: dict = field(repr=False)
 
     @property
-    def calibration(self) -> dict | None:
-        """The calibration kept with the index (reid calibrate's document), or None."""
-        return self.document.get("calibration")
+    def calibration(self) -> Calibration | None:
+        """The calibration kept with the index, or None."""
+        doc = self.document.get("calibration")
+        return Calibration.from_document(doc, f"{self.index}'s calibration") if doc else None
 
     @classmethod
     def from_document(cls, doc: dict) -> IndexInfo:
@@ -110,13 +112,13 @@ class SearchResult(Record):
     seconds: float
     results: tuple[QueryHits, ...]
     out: str | None = None
-    # with a threshold: distance, far (None for a given distance), tar, source
-    threshold: dict | None = None
+    threshold: MatchThreshold | None = None  # with a threshold: the one applied
 
     def to_json(self) -> dict:
         doc = {k: plain(getattr(self, k)) for k in ("index", "kind", "metric", "topk", "seconds")}
         doc["results"] = [entry.to_json() for entry in self.results]
-        for key in ("out", "threshold"):
-            if getattr(self, key) is not None:
-                doc[key] = getattr(self, key)
+        if self.out is not None:
+            doc["out"] = self.out
+        if self.threshold is not None:
+            doc["threshold"] = self.threshold.to_json()
         return doc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reidcli.results.base import METRIC_KEYS, Record, plain
+from reidcli.results.calibration import OpenSetResult
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class EvalResult(Record):
     exact: Metrics | None = None
     runner: str | None = None  # what embedded the model: pytorch or onnxruntime
     # the open-set protocol: withheld identities, DIR and unknown rejection per threshold
-    open_set: dict | None = None
+    open_set: OpenSetResult | None = None
 
     @classmethod
     def from_metrics(cls, metrics: dict, **extra) -> EvalResult:

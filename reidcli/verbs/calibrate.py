@@ -26,6 +26,7 @@ from reidcli.results.calibration import (
     Calibration,
     CalibrationCheck,
     MeasuredThreshold,
+    PairCounts,
     Threshold,
 )
 
@@ -95,7 +96,8 @@ def verify(source, options: CalibrateOptions, reporter: Reporter) -> Calibration
         MeasuredThreshold(level.far, m.threshold, m.far, m.tar, m.far_ci, m.tar_ci)
         for level, m in zip(calibration.thresholds, measured, strict=True)
     )
-    return CalibrationCheck(str(options.verify), labeled.source, _pair_counts(pairs), rows)
+    counts = PairCounts.from_document(_pair_counts(pairs))
+    return CalibrationCheck(str(options.verify), labeled.source, counts, rows)
 
 
 def read_calibration(path: str | Path) -> Calibration:

@@ -15,7 +15,7 @@ from reidcli.errors import FeaturesError, RecipeError
 from reidcli.outputs import check_output_file, register_output, write_text_atomic
 from reidcli.recipe.options import EvalOptions, RerankOptions
 from reidcli.reporting import Reporter
-from reidcli.results import EvalResult, Metrics
+from reidcli.results import EvalResult, Metrics, OpenSetResult
 
 
 def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Reporter) -> EvalResult:
@@ -52,7 +52,8 @@ def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Repor
     result = run_evaluation(feats, cfg, top_k=10 if options.visualize else 0)
     extra: dict = {}
     if options.open_set:
-        extra["open_set"] = _open_set(feats, cfg, options, checkpoint)
+        open_set = _open_set(feats, cfg, options, checkpoint)
+        extra["open_set"] = OpenSetResult.from_document(open_set)
     if options.save_features is not None:
         extra["features_file"] = str(options.save_features)
     if options.visualize:
@@ -61,7 +62,7 @@ def evaluate(target, options: EvalOptions, overrides: list[str], reporter: Repor
         metrics = result.metrics | {"checkpoint": str(checkpoint), "split": options.split,
                                     "data_root": recipe.data.root, "runner": runner}  # fmt: skip
         if options.open_set:
-            metrics["open_set"] = extra["open_set"]
+            metrics["open_set"] = open_set
         path = out_dir / eval_json_name(trained, recipe, options.split)
         write_text_atomic(path, json.dumps(metrics, indent=2, default=_plain) + "\n")
         register_output(out_dir, path.name)

@@ -41,6 +41,7 @@ from reidcli.results import (
     IndexAddResult,
     IndexInfo,
     IndexRemoveResult,
+    MatchThreshold,
     QueryHits,
     SearchResult,
 )
@@ -286,7 +287,7 @@ def search(index, queries, options: SearchOptions, reporter: Reporter) -> Search
     started = time.perf_counter()
     hits = gallery.search(rows.features, options.topk, params, keep)
     seconds = time.perf_counter() - started
-    limit = None if threshold is None else threshold["distance"]
+    limit = None if threshold is None else threshold.distance
     results = _results(gallery, rows, hits, limit, options.matches_only)
     out = str(write_results(results, options.out)) if options.out is not None else None
     return SearchResult(
@@ -320,7 +321,9 @@ def check_same_model(indexed: str | None, given: str | None, source: str, index)
         )
 
 
-def resolve_threshold(options: SearchOptions, gallery: Gallery, model: str | None) -> dict:
+def resolve_threshold(
+    options: SearchOptions, gallery: Gallery, model: str | None
+) -> MatchThreshold:
     """The distance threshold of `options.threshold`: given, or calibrated for a FAR (from
     `options.calibration` or the index's calibration), checked against the index's model.
 
@@ -333,7 +336,7 @@ def resolve_threshold(options: SearchOptions, gallery: Gallery, model: str | Non
     assert options.threshold is not None
     kind, value = parse_threshold(options.threshold)
     if kind == "distance":
-        return {"distance": value, "far": None, "source": "given"}
+        return MatchThreshold(value, None, None, "given")
     if options.calibration is not None:
         calibration, where = read_calibration(options.calibration), str(options.calibration)
     elif gallery.meta.get("calibration"):
@@ -346,7 +349,7 @@ def resolve_threshold(options: SearchOptions, gallery: Gallery, model: str | Non
         )
     calibration.check_model(gallery.dim, gallery.metric, model, "the index")
     level = calibration.at_far(value)
-    return {"distance": level.threshold, "far": level.far, "tar": level.tar, "source": where}
+    return MatchThreshold(level.threshold, level.far, level.tar, where)
 
 
 def embed_queries(model, images, device: str, reporter) -> tuple[Rows, str | None, str | None]:
