@@ -135,6 +135,6 @@ def search(
         CalibrationError: far=F without a calibration, with one that lacks F, or with one made
             for another model.
     """
-    from reidcli.verbs.index import search as run
+    from reidcli.verbs.search import search as run
 
     return run(index, queries, SearchOptions.resolve(options, fields), reporter or Reporter())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reidcli.errors import FeaturesError
+from reidcli.errors import FeaturesError, GalleryIndexError
 from reidcli.index.gallery import METRICS, UNKNOWN, Rows
 
 log = logging.getLogger(__name__)
@@ -51,3 +51,16 @@ def load_rows(path: str | Path, side: str) -> tuple[Rows, str | None]:
         paths = np.asarray([f"{path.name}:{i}" for i in range(len(feats))], dtype=object)
     paths = np.asarray(paths, dtype=str).astype(object)
     return Rows(feats, paths, arrays[f"{prefix}pids"], arrays[f"{prefix}camids"]), distance
+
+
+def check_same_model(indexed: str | None, given: str | None, source: str, index) -> None:
+    """Refuse features of another checkpoint than the index's, where both are recorded.
+
+    Raises:
+        GalleryIndexError: the checkpoints differ.
+    """
+    if indexed and given and indexed != given:
+        raise GalleryIndexError(
+            f"{source}: features of checkpoint {given[:12]}, but {index} holds features of "
+            f"checkpoint {indexed[:12]}: distances between two models mean nothing"
+        )

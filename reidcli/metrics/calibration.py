@@ -296,27 +296,38 @@ def calibrate_levels(
     check_levels(pairs, fars)
     fars = [float(f) for f in fars]
     boot_t, boot_tar = _bootstrap(pairs, fars, replicates, seed)
-    tail = (1 - confidence) / 2
     levels = []
     for j, far in enumerate(fars):
         t = pairs.threshold(far)
-        t_lo, t_hi = (float(v) for v in np.quantile(boot_t[:, j], [tail, 1 - tail]))
-        tar_lo, tar_hi = (float(v) for v in np.quantile(boot_tar[:, j], [tail, 1 - tail]))
+        t_lo, t_hi = interval(boot_t[:, j], confidence)
         levels.append(
             Level(far, t, pairs.tar_at(t), int(np.searchsorted(pairs.negatives, t, "left")),
-                  (t_lo, t_hi), (pairs.far_at(t_lo), pairs.far_at(t_hi)), (tar_lo, tar_hi))
+                  (t_lo, t_hi), (pairs.far_at(t_lo), pairs.far_at(t_hi)),
+                  interval(boot_tar[:, j], confidence))
         )  # fmt: skip
     return levels
 
 
+def draws(num_identities: int, replicates: int, seed: int):
+    """Each bootstrap replicate's draw counts: identity i drawn m[i] times (float64), seeded."""
+    rng = np.random.default_rng(seed)
+    uniform = np.full(num_identities, 1.0 / num_identities)
+    for _ in range(replicates):
+        yield rng.multinomial(num_identities, uniform).astype(np.float64)
+
+
+def interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` interval of bootstrap samples."""
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def _bootstrap(pairs: Pairs, fars: list[float], replicates: int, seed: int):
     """(B, F) thresholds and TARs of `replicates` identity resamplings."""
-    n = pairs.num_identities
-    rng = np.random.default_rng(seed)
     thresholds = np.empty((replicates, len(fars)))
     tars = np.empty((replicates, len(fars)))
-    for r in range(replicates):
-        m = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
+    for r, m in enumerate(draws(pairs.num_identities, replicates, seed)):
         thresholds[r], tars[r] = replicate(pairs, m, fars)
     return thresholds, tars
 
@@ -362,26 +373,21 @@ def measure(
     pairs: Pairs, thresholds, replicates: int = 200, confidence: float = 0.95, seed: int = 0
 ) -> list[Measured]:
     """FAR and TAR of fixed thresholds on `pairs` (a calibration checked on other data)."""
-    n = pairs.num_identities
-    rng = np.random.default_rng(seed)
     thresholds = [float(t) for t in thresholds]
     far_b = np.empty((replicates, len(thresholds)))
     tar_b = np.empty((replicates, len(thresholds)))
     qa, gb = pairs.negative_ids[:, 0], pairs.negative_ids[:, 1]
     neg_below = [int(np.searchsorted(pairs.negatives, t, "left")) for t in thresholds]
     pos_below = [int(np.searchsorted(pairs.positives, t, "left")) for t in thresholds]
-    for r in range(replicates):
-        m = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
+    for r, m in enumerate(draws(pairs.num_identities, replicates, seed)):
         total = _negatives(m, pairs.first_rows, pairs.second_rows, pairs.one_sided)
         neg_w = np.concatenate([[0.0], np.cumsum(m[qa] * m[gb])])
         pos_w = np.concatenate([[0.0], np.cumsum(m[pairs.positive_ids])])
         for j in range(len(thresholds)):
             far_b[r, j] = neg_w[neg_below[j]] / total if total else 0.0
             tar_b[r, j] = pos_w[pos_below[j]] / pos_w[-1] if pos_w[-1] else 0.0
-    tail = (1 - confidence) / 2
-    out = []
-    for j, t in enumerate(thresholds):
-        far_ci = tuple(float(v) for v in np.quantile(far_b[:, j], [tail, 1 - tail]))
-        tar_ci = tuple(float(v) for v in np.quantile(tar_b[:, j], [tail, 1 - tail]))
-        out.append(Measured(t, pairs.far_at(t), pairs.tar_at(t), far_ci, tar_ci))  # type: ignore[arg-type]
-    return out
+    return [
+        Measured(t, pairs.far_at(t), pairs.tar_at(t), interval(far_b[:, j], confidence),
+                 interval(tar_b[:, j], confidence))
+        for j, t in enumerate(thresholds)
+    ]  # fmt: skip

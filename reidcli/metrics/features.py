@@ -240,6 +240,16 @@ def load_features(path: str | Path) -> Features:
     return validate_features(read_npz(path), source=str(path))
 
 
+def recorded_model(path: str | Path) -> str | None:
+    """The checkpoint SHA-256 a features file records (reid embed, reid eval --save-features),
+    or None; reads that one entry."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data[MODEL_KEY]) if MODEL_KEY in data.files else None
+    except (OSError, ValueError):
+        return None  # the caller has read the file already: this cannot fail where it matters
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of an `.npz` file (no pickles).
 

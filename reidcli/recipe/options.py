@@ -6,94 +6,54 @@ default, the bounds, the choices and the description that `reid COMMAND --help` 
 CLI fills a model from the flags that were given; `reidcli.api` takes the model (or its fields
 as keyword arguments); the implementation takes the same model.
 
-Adding an option: one field here (or in the recipe section) and, where it has a flag, one line
-in its command's module under `reidcli/cli/`.
+The gallery verbs' models are in `gallery_options`, `reid calibrate`'s in `calibrate_options`,
+their shared base in `options_base`; every model is importable from here.
+
+Adding an option: one field in its model (or in the recipe section) and, where it has a flag,
+one line in its command's module under `reidcli/cli/`.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePath
-from typing import Literal
-
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from reidcli.devices import Device
-from reidcli.errors import UsageError
-from reidcli.recipe.base import MAX_SEED, Section
+from reidcli.recipe.base import MAX_SEED
+from reidcli.recipe.calibrate_options import DEFAULT_FARS, CalibrateOptions, check_fars
 from reidcli.recipe.data import MAX_SIDE
-
-IndexBackend = Literal["faiss", "milvus"]
-IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
-Metric = Literal["cosine", "euclidean"]
-Split = Literal["test", "val"]
-ModelRunner = Literal["auto", "pytorch", "onnxruntime"]
-RUNNER_HELP = (
-    "what embeds a run or checkpoint: auto (on a CPU in fp32, ONNX Runtime through an export "
-    "cached beside the checkpoint, when one is cached or the job has 1000+ images; else "
-    "PyTorch), pytorch, or onnxruntime"
+from reidcli.recipe.gallery_options import (
+    GalleryAt,
+    HnswOptions,
+    IndexBuildOptions,
+    IndexRemoveOptions,
+    IndexSearch,
+    IvfpqOptions,
+    SearchOptions,
+    parse_threshold,
+)
+from reidcli.recipe.options_base import (
+    EXPORT_BATCH,
+    EXPORT_WORKERS,
+    RUNNER_HELP,
+    IndexBackend,
+    IndexKind,
+    Metric,
+    ModelRunner,
+    Options,
+    OptionsError,
+    Size,
+    Split,
+    Triple,
 )
 
-# Batch size of exported files when the caller gives none: a checkpoint brings its recipe's.
-EXPORT_BATCH = 32
-# Image-decoding processes of exported files when the caller gives none.
-EXPORT_WORKERS = 2
-
-
-class OptionsError(UsageError):
-    """Options that do not validate; `problems` are (field path, reason) in the library's words,
-    which the CLI shows under the flags that set them."""
-
-    def __init__(self, problems: list[tuple[str, str]], model: str):
-        self.problems = problems
-        self.model = model
-        super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
-
-
-class Options(Section):
-    """Base of the verbs' options models: frozen, unknown keys refused, numbers bounded; file
-    paths given as `pathlib` paths are kept as strings."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _paths_as_text(cls, value):
-        if isinstance(value, dict):
-            value = {k: str(v) if isinstance(v, PurePath) else v for k, v in value.items()}
-        return value
-
-    @classmethod
-    def build(cls, values: dict | None = None, **fields):
-        """Validate `values` and `fields` (None values mean "not given": the default applies).
-
-        Raises:
-            OptionsError: naming each invalid field.
-        """
-        given = {k: v for k, v in {**(values or {}), **fields}.items() if v is not None}
-        try:
-            return cls.model_validate(given)
-        except ValidationError as err:
-            problems = []
-            for item in err.errors():
-                path = ".".join(str(p) for p in item["loc"]) or "(options)"
-                reason = item["msg"].removeprefix("Value error, ")
-                if item["type"] == "extra_forbidden":
-                    reason = f"unknown option; known: {', '.join(cls.model_fields)}"
-                problems.append((path, reason))
-            raise OptionsError(problems, cls.__name__) from None
-
-    @classmethod
-    def resolve(cls, options, fields: dict):
-        """`options` as given, or built from keyword `fields` (not both)."""
-        if options is not None:
-            if fields:
-                raise UsageError(f"give {cls.__name__} or its fields, not both")
-            if not isinstance(options, cls):
-                raise UsageError(f"expected {cls.__name__}, got {type(options).__name__}")
-            return options
-        return cls.build(fields)
-
-
-Size = tuple[int, int]
-Triple = tuple[float, float, float]
+__all__ = [
+    "DEFAULT_FARS", "EXPORT_BATCH", "EXPORT_WORKERS", "RUNNER_HELP", "CalibrateOptions",
+    "EmbedOptions", "EvalOptions", "ExportOptions", "GalleryAt", "HnswOptions",
+    "IndexBackend", "IndexBuildOptions", "IndexKind", "IndexRemoveOptions", "IndexSearch",
+    "IvfpqOptions", "Metric", "ModelRunner", "Options", "OptionsError", "PrepareOptions",
+    "RerankOptions", "SearchOptions", "Size", "Split", "SyntheticOptions", "TrainOptions",
+    "Triple", "check_fars", "parse_threshold",
+]  # fmt: skip
 
 
 class SyntheticOptions(Options):
@@ -162,56 +122,6 @@ class TrainOptions(Options):
             )
         if self.overwrite and (self.resume or self.resume_from is not None):
             raise ValueError("overwrite starts a run over; it does not combine with resuming")
-        return self
-
-
-class GalleryAt(Options):
-    """Where a gallery is: a faiss index file, or a Milvus collection."""
-
-    backend: IndexBackend = Field(
-        "faiss", description="faiss: one local file; milvus: a collection at uri"
-    )
-    uri: str | None = Field(
-        None, description="Milvus server (http://host:19530) or Milvus Lite file (gallery.db)"
-    )
-
-    @model_validator(mode="after")
-    def _uri(self):
-        if (self.backend == "milvus") != (self.uri is not None):
-            raise ValueError("uri (a Milvus server or Milvus Lite file) goes with backend milvus")
-        return self
-
-
-class IndexSearch(GalleryAt):
-    """Where a gallery is and how broadly an approximate one is searched."""
-
-    nprobe: int | None = Field(
-        None, ge=1, le=1 << 16, description="IVF-PQ lists searched (default: the index's)"
-    )
-    ef_search: int | None = Field(
-        None, ge=1, le=1 << 16, description="HNSW search beam (default: the index's)"
-    )
-
-
-class IndexRemoveOptions(GalleryAt):
-    """`reid index remove`: a person, or listed image paths."""
-
-    paths_file: str | None = Field(
-        None, description="text file of image paths to delete, one per line"
-    )
-    pid: int | None = Field(None, description="delete every crop of this person")
-
-    @field_validator("pid")
-    @classmethod
-    def _person(cls, value: int | None) -> int | None:
-        if value is not None and value < 0:
-            raise ValueError(f"must be a person id (>= 0), got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _one_of(self):
-        if (self.paths_file is None) == (self.pid is None):
-            raise ValueError("give paths_file or pid (one of them)")
         return self
 
 
@@ -371,180 +281,3 @@ class EmbedOptions(Options):
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std values must be > 0, got {list(self.std)}")
         return self
-
-
-class HnswOptions(Options):
-    """HNSW graph parameters."""
-
-    m: int = Field(32, ge=2, le=256, description="links per node")
-    ef_construction: int = Field(80, ge=1, le=1 << 16, description="build beam")
-    ef_search: int = Field(64, ge=1, le=1 << 16, description="search beam by default")
-
-
-class IvfpqOptions(Options):
-    """IVF-PQ parameters; None: chosen from the data."""
-
-    nlist: int | None = Field(None, ge=1, le=1 << 24, description="IVF lists (default about 4·√N)")
-    pq_m: int | None = Field(
-        None, ge=1, le=4096, description="PQ sub-quantizers, 8 bits each (default D/8)"
-    )
-    refine: int = Field(
-        10,
-        ge=0,
-        le=1000,
-        description="the first 10 hits are chosen among R times as many candidates, "
-        "re-scored exactly (0: PQ distances, no vectors kept)",
-    )
-    nprobe: int | None = Field(
-        None, ge=1, le=1 << 24, description="lists searched by default (default nlist/8)"
-    )
-
-
-class IndexBuildOptions(GalleryAt):
-    """`reid index build`: the kind of index, its parameters, and where it goes."""
-
-    kind: IndexKind = Field(
-        "auto", description="flat (exact), hnsw or ivfpq; auto: flat below 200,000 rows"
-    )
-    metric: Metric | None = Field(
-        None, description="cosine or euclidean (default: the file's stated distance, or cosine)"
-    )
-    hnsw: HnswOptions | None = Field(None, description="HNSW parameters (kind hnsw)")
-    ivfpq: IvfpqOptions | None = Field(None, description="IVF-PQ parameters (kind ivfpq)")
-    recall_sample: int = Field(
-        1000, ge=1, le=1 << 20, description="stored rows used to measure recall@10"
-    )
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the training and recall samples")
-    overwrite: bool = Field(False, description="replace an existing index")
-    calibration: str | None = Field(
-        None, description="calibration file (reid calibrate) kept with the index, for search "
-        "--threshold far=X; it must come from the model of the features",
-    )  # fmt: skip
-
-    @field_validator("hnsw", "ivfpq")
-    @classmethod
-    def _parameters_of_the_kind(cls, value, info):
-        kind = info.data.get("kind", "auto")
-        if value is not None and kind not in (info.field_name, "auto"):
-            raise ValueError(f"{info.field_name} parameters do not apply to a {kind} index")
-        return value
-
-
-class SearchOptions(IndexSearch):
-    """`reid search`: how many hits, which ones, and where the results go."""
-
-    model: str | None = Field(
-        None, description="run folder, checkpoint or export that embeds image queries"
-    )
-    topk: int = Field(10, ge=1, description="hits per query (at most the gallery's rows)")
-    exclude_same_camera: bool = Field(
-        False, description="drop hits of the query's identity from the query's camera (Market-1501 "
-        "rule); a query without a known identity drops every hit of its camera (needs camids)",
-    )  # fmt: skip
-    out: str | None = Field(None, description="also write the results (.json or .csv)")
-    device: Device = Field("auto", description="where the model runs")
-    threshold: str | None = Field(
-        None, description="mark each hit match true/false and each query found true/false: "
-        "far=F (the threshold calibrated for false-match rate F: the index's calibration, or "
-        "calibration) or a distance X (same person when distance < X)",
-    )  # fmt: skip
-    calibration: str | None = Field(
-        None, description="calibration file (reid calibrate) instead of the index's"
-    )
-    matches_only: bool = Field(
-        False, description="print and write only the hits under the threshold"
-    )
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_threshold(value)
-        return value
-
-    @model_validator(mode="after")
-    def _needs_threshold(self):
-        if self.threshold is None:
-            given = [n for n in ("calibration", "matches_only") if getattr(self, n)]
-            if given:
-                verb = "applies" if len(given) == 1 else "apply"
-                raise ValueError(f"{', '.join(given)} {verb} to threshold")
-        return self
-
-
-def parse_threshold(text: str) -> tuple[str, float]:
-    """`far=F` as ("far", F) with 0 < F <= 0.1, or a distance `X` as ("distance", X).
-
-    Raises:
-        ValueError: anything else.
-    """
-    head, _, tail = text.strip().partition("=")
-    try:
-        if tail:
-            if head.strip().lower() != "far":
-                raise ValueError
-            far = float(tail)
-            if not 0 < far <= 0.1:
-                raise ValueError
-            return "far", far
-        value = float(head)
-    except ValueError:
-        raise ValueError(
-            f"must be far=F (a calibrated false-match rate, 0 < F <= 0.1) or a distance, got "
-            f"{text!r}"
-        ) from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"a distance threshold must be a finite number, got {text!r}")
-    return "distance", value
-
-
-# False-match rates calibrated when none are asked for.
-DEFAULT_FARS = (0.01, 0.001, 0.0001)
-
-
-def check_fars(value: tuple[float, ...]) -> tuple[float, ...]:
-    """False-match rates in (0, 0.1], each once, in the order given."""
-    if not value:
-        raise ValueError("give at least one false-match rate")
-    bad = [f for f in value if not 0 < f <= 0.1]
-    if bad:
-        raise ValueError(f"false-match rates must be in (0, 0.1], got {bad}")
-    return tuple(dict.fromkeys(float(f) for f in value))
-
-
-class CalibrateOptions(Options):
-    """`reid calibrate`: the false-match rates, the bootstrap, and where the calibration goes."""
-
-    far: tuple[float, ...] = Field(
-        DEFAULT_FARS, description="false-match rates to calibrate (comma-separated, each <= 0.1)"
-    )
-    out: str | None = Field(
-        None, description="calibration file (.json); default RUN/calibration.json for a run, "
-        "FEATURES.calibration.json beside a features file",
-    )  # fmt: skip
-    plot: bool = Field(True, description="draw the ROC curve to a PNG beside the calibration")
-    distance: Metric | None = Field(
-        None, description="distance of a features file that states none (default cosine); a "
-        "run's is its recipe's eval.distance",
-    )  # fmt: skip
-    split: Split = Field("val", description="the split of a run that is embedded")
-    bootstrap: int = Field(
-        200, ge=20, le=10_000, description="bootstrap replicates (identities drawn with "
-        "replacement) of the confidence intervals",
-    )  # fmt: skip
-    confidence: float = Field(0.95, ge=0.5, le=0.999, description="confidence of the intervals")
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the bootstrap")
-    verify: str | None = Field(
-        None, description="measure the FAR and TAR this calibration's thresholds give on SOURCE "
-        "instead of calibrating",
-    )  # fmt: skip
-    device: Device = Field("auto", description="where a run's model runs")
-    runner: ModelRunner = Field("auto", description=RUNNER_HELP)
-    recipe: str | None = Field(
-        None, description="recipe of a weights file that carries none (LightMBN .pth)"
-    )
-
-    @field_validator("far")
-    @classmethod
-    def _far(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        return check_fars(value)

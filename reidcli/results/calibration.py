@@ -133,6 +133,10 @@ class Calibration(Record):
                 f"from checkpoint {model_sha256[:12]} (another model): calibrate it again"
             )
 
+    def kept(self) -> dict:
+        """The document as an export or an index keeps it: everything but the ROC curve."""
+        return {k: v for k, v in self.document.items() if k != "curve"}
+
     def to_json(self) -> dict:
         return plain(self.document)
 
@@ -146,9 +150,9 @@ class CalibrateResult(Record):
     figure: str | None = None
 
     def to_json(self) -> dict:
-        doc = self.calibration.to_json()
-        doc = {k: v for k, v in doc.items() if k != "curve"}
-        return doc | {k: v for k, v in (("out", self.out), ("figure", self.figure)) if v}
+        return plain(self.calibration.kept()) | {
+            k: v for k, v in (("out", self.out), ("figure", self.figure)) if v
+        }
 
 
 @dataclass(frozen=True)

@@ -239,9 +239,8 @@ def _level_doc(level: cal.Level) -> dict:
 
 def calibration_for(
     path: str | Path, dim: int, metric: str, model_sha256: str | None, what: str
-) -> dict:
-    """The document of a calibration file checked against a model's distances (for an index or
-    an export to keep).
+) -> Calibration:
+    """A calibration file checked against a model's distances (for an index to keep).
 
     Raises:
         CalibrationError: unreadable, or made for another width, distance or checkpoint.
@@ -253,7 +252,7 @@ def calibration_for(
             "%s: the checkpoint behind %s is not recorded; only the embedding width and the "
             "distance were checked", path, what,
         )  # fmt: skip
-    return calibration.document
+    return calibration
 
 
 def runner_model(runner) -> str | None:
@@ -279,4 +278,4 @@ def kept_with_checkpoint(checkpoint: Path, sha256: str, dim: int, metric: str) -
     except CalibrationError as err:
         log.warning("%s is not kept with the export: %s", path, err)
         return None
-    return {k: v for k, v in calibration.document.items() if k != "curve"}
+    return calibration.kept()

@@ -115,9 +115,9 @@ def _model_sha256(checkpoint: Path | None, options: EvalOptions) -> str | None:
         from reidcli.export.metadata import file_sha256
 
         return file_sha256(checkpoint)
-    from reidcli.verbs.index import features_model
+    from reidcli.metrics.features import recorded_model
 
-    return features_model(options.features) if options.features is not None else None
+    return recorded_model(options.features) if options.features is not None else None
 
 
 def _open_set(feats, cfg, options: EvalOptions, checkpoint: Path | None) -> dict:
