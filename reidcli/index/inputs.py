@@ -13,6 +13,18 @@ from reidcli.index.gallery import METRICS, UNKNOWN, Rows
 log = logging.getLogger(__name__)
 
 
+def stated_distance(arrays: dict, path: str | Path) -> str | None:
+    """The distance a features file states (`reid embed` writes its checkpoint's), or None.
+
+    Raises:
+        FeaturesError: an unknown distance.
+    """
+    distance = str(arrays["distance"]) if "distance" in arrays else None
+    if distance is not None and distance not in METRICS:
+        raise FeaturesError(f"{path}: unknown distance {distance!r}")
+    return distance
+
+
 def load_rows(path: str | Path, side: str) -> tuple[Rows, str | None]:
     """Rows of a `reid embed` file (`features`, `paths`, optional `pids`, `camids`,
     `distance`) or one side ("query"/"gallery") of a `reid eval --features` file.
@@ -27,9 +39,7 @@ def load_rows(path: str | Path, side: str) -> tuple[Rows, str | None]:
 
     path = Path(path)
     arrays = read_npz(path)
-    distance = str(arrays["distance"]) if "distance" in arrays else None
-    if distance is not None and distance not in METRICS:
-        raise FeaturesError(f"{path}: unknown distance {distance!r}")
+    distance = stated_distance(arrays, path)
     if "features" in arrays:  # a `reid embed` file: labels are optional
         prefix = ""
         feats = arrays["features"]

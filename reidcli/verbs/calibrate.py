@@ -146,13 +146,11 @@ def _is_npz(path: Path) -> bool:
 
 
 def _from_file(path: Path, options: CalibrateOptions, metric: str | None) -> Labeled:
-    from reidcli.index.gallery import METRICS
+    from reidcli.index.inputs import stated_distance
     from reidcli.metrics.features import check_rows, read_npz, validate_features
 
     arrays = read_npz(path)
-    stated = str(arrays["distance"]) if "distance" in arrays else None
-    if stated is not None and stated not in METRICS:
-        raise FeaturesError(f"{path}: unknown distance {stated!r}")
+    stated = stated_distance(arrays, path)
     asked = options.distance or metric
     if stated is not None and asked is not None and asked != stated:
         raise FeaturesError(f"{path}: features for the {stated} distance, not {asked}")
