@@ -350,7 +350,7 @@ CASES = [
     ("search --out DIR", into_folder("search {index} {gallery} --out {out}"), 2, "is a folder"),
     ("bench --out DIR", into_folder("bench --model osnet_x0_25 --out {out}"), 2, "is a folder"),
     ("index build --overwrite --out DIR", into_folder("index build {gallery} --out {out} "
-                                                      "--overwrite"), 2, "is a folder"),
+                                                      "--overwrite"), 2, "not a reid index"),
     ("index build --overwrite over a non-index", case_index_overwrite_foreign, 2,
      "not a reid index"),
     ("index build over an index", command("index build {gallery} --out {index}", "{index}"), 2,

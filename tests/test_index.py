@@ -3,6 +3,7 @@ Milvus Lite against faiss, and Market metrics from an index's top-K."""
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from reidcli import api
 from reidcli.errors import GalleryIndexError
-from reidcli.index import container
+from reidcli.index import container, segments, store
 from reidcli.index.gallery import prepare_vectors
 from reidcli.index.inputs import load_rows
 from reidcli.index.store import open_gallery
@@ -64,7 +65,15 @@ def row_numbers(result) -> np.ndarray:
 
 
 def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """A digest of an index folder: every file's name and bytes."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def segment_files(index: Path) -> list[Path]:
+    return sorted(index.glob("seg-*.rseg"))
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +184,15 @@ def test_add_and_remove_round_trip(files, tmp_path, kind):
     assert api.index_info(index).count == 1540
     listing.write_text("\n".join(e["path"] for e in own["results"]) + "\n")
     removed = api.index_remove(index, paths_file=listing).to_json()
-    assert removed == {"index": str(index), "removed": 40, "verified": True, "before": 1540,
-                       "count": 1500}  # fmt: skip
+    assert {k: removed[k] for k in ("index", "removed", "verified", "before", "count")} == {
+        "index": str(index),
+        "removed": 40,
+        "verified": True,
+        "before": 1540,
+        "count": 1500,
+    }
+    # the added segment, all of it deleted, was dropped on its own (over max_deleted)
+    assert removed["compacted"] and len(segment_files(index)) == 1
     after = api.search(index, files["queries"], topk=10).to_json()
     if kind == "hnsw":  # a rebuilt graph: the same neighbours, up to the approximation
         same = np.mean(row_numbers(after) == row_numbers(before))
@@ -200,18 +216,24 @@ def test_interrupted_writes_leave_the_index_intact(files, tmp_path, monkeypatch)
     api.index_build(files["gallery"], index)
     digest = sha(index)
 
-    def interrupted(self, meta):
+    def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(container.Writer, "finish", interrupted)
+    monkeypatch.setattr(container.Writer, "finish", interrupted)  # while writing the segment
     with pytest.raises(KeyboardInterrupt):
         api.index_add(index, files["more"])
+    assert sha(index) == digest  # the segment's temporary file is gone too
+    monkeypatch.undo()
+    monkeypatch.setattr(segments, "write_manifest", interrupted)  # after the deletion list
     with pytest.raises(KeyboardInterrupt):
         api.index_remove(index, pid=0)
-    left = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")
-    assert sha(index) == digest and left == ["flat.idx"]
     monkeypatch.undo()
-    assert api.index_info(index).count == 1500
+    left = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")
+    assert left == ["flat.idx"] and api.index_info(index).count == 1500
+    # the next writer removes the deletion list that no manifest names
+    with store.writing(index):
+        pass
+    assert sha(index) == digest
 
 
 def test_bad_input_is_an_error_and_leaves_the_index(files, tmp_path):
@@ -226,7 +248,9 @@ def test_bad_input_is_an_error_and_leaves_the_index(files, tmp_path):
     np.savez(other_metric, features=np.ones((2, DIM), np.float32), paths=np.array(["a", "b"]),
              distance=np.asarray("euclidean"))  # fmt: skip
     corrupt = tmp_path / "corrupt.idx"
-    corrupt.write_bytes(index.read_bytes()[:-100])
+    shutil.copytree(index, corrupt)
+    damaged = segment_files(corrupt)[0]
+    damaged.write_bytes(damaged.read_bytes()[:-100])
     garbage = tmp_path / "garbage.idx"
     garbage.write_bytes(b"not an index at all" * 10)
     cases = [
@@ -261,9 +285,13 @@ def test_bad_input_is_an_error_and_leaves_the_index(files, tmp_path):
 def test_container_detects_damage(files, tmp_path):
     index = tmp_path / "g.idx"
     api.index_build(files["gallery"], index)
-    data = bytearray(index.read_bytes())
+    segment = segment_files(index)[0]
+    data = bytearray(segment.read_bytes())
     data[-20] ^= 0xFF  # inside the header length / trailer
-    index.write_bytes(bytes(data))
+    segment.write_bytes(bytes(data))
+    with pytest.raises(GalleryIndexError, match="not a readable reid index"):
+        open_gallery(index)
+    (index / "MANIFEST").write_text("{not json")
     with pytest.raises(GalleryIndexError, match="not a readable reid index"):
         open_gallery(index)
 

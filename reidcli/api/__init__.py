@@ -19,8 +19,11 @@ from reidcli.api.gallery import (
     index_add,
     index_build,
     index_calibrate,
+    index_compact,
     index_info,
+    index_rebuild,
     index_remove,
+    index_upgrade,
     search,
 )
 from reidcli.api.overrides import Overrides, as_overrides
@@ -29,7 +32,8 @@ from reidcli.api.training import prepare, train
 __all__ = [
     "Overrides", "as_overrides", "bench", "bench_gate", "calibrate", "check_calibration",
     "compare_bench", "embed", "evaluate",
-    "export", "index_add", "index_build", "index_calibrate", "index_info", "index_remove",
+    "export", "index_add", "index_build", "index_calibrate", "index_compact", "index_info",
+    "index_rebuild", "index_remove", "index_upgrade",
     "prepare",
     "read_bench_report", "rerank", "search", "train",
 ]  # fmt: skip

@@ -1,4 +1,5 @@
-"""Searchable galleries: `reid index build|add|remove|info` and `reid search`."""
+"""Searchable galleries: `reid index build|add|remove|compact|rebuild|upgrade|calibrate|info` and
+`reid search`."""
 
 from __future__ import annotations
 
@@ -6,9 +7,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reidcli.recipe.options import GalleryAt, IndexBuildOptions, IndexRemoveOptions, SearchOptions
+from reidcli.recipe.options import (
+    GalleryAt,
+    IndexAddOptions,
+    IndexBuildOptions,
+    IndexRebuildOptions,
+    IndexRemoveOptions,
+    SearchOptions,
+)
 from reidcli.reporting import Reporter
-from reidcli.results import IndexAddResult, IndexInfo, IndexRemoveResult, SearchResult
+from reidcli.results import (
+    IndexAddResult,
+    IndexCompactResult,
+    IndexInfo,
+    IndexRebuildResult,
+    IndexRemoveResult,
+    IndexUpgradeResult,
+    SearchResult,
+)
 
 # Keyword shorthands of `index_build` for the parameters of one kind of index.
 KIND_PARAMETERS = {
@@ -27,11 +43,11 @@ def index_build(
     Args:
         features: a `reid embed` file (`features`, `paths`, optional `pids`, `camids`) or a
             `reid eval --features` file (its gallery side).
-        out: the index file (faiss), or the collection name (Milvus).
+        out: the index folder (faiss), or the collection name (Milvus).
         options: an `IndexBuildOptions` (kind, metric, hnsw/ivfpq parameters, recall_sample,
-            seed, overwrite, backend and uri), or its fields as keyword arguments (the kinds'
-            parameters also flat: hnsw_m, ef_construction, ef_search, nlist, pq_m, refine,
-            nprobe). A flat index
+            seed, overwrite, max_segments, max_deleted, backend and uri), or its fields as
+            keyword arguments (the kinds' parameters also flat: hnsw_m, ef_construction,
+            ef_search, nlist, pq_m, refine, nprobe). A flat index
             is exact; approximate ones measure their recall@10 against brute force on
             `recall_sample` stored rows (kept in the metadata).
 
@@ -53,17 +69,27 @@ def index_build(
 
 
 def index_add(
-    index: str | Path, features: str | Path, options: GalleryAt | None = None, **fields: Any
+    index: str | Path, features: str | Path, options: IndexAddOptions | None = None, **fields: Any
 ) -> IndexAddResult:
-    """Add a features file's rows to a gallery under new ids; the file is rewritten atomically
-    (an interrupted add leaves the previous index).
+    """Add a features file's rows to a gallery under new ids.
+
+    A faiss index writes them as one new segment (each part of a sharded `reid embed` folder as
+    its own segment, all in one step) and a new manifest; nothing written before is rewritten,
+    unless the segments pass the index's compaction thresholds. An interrupted add leaves the
+    previous index.
+
+    Args:
+        features: a features file, or the `--out` folder of a sharded `reid embed`.
+        options: an `IndexAddOptions` (replace, backend, uri) or its fields.
 
     Raises:
-        GalleryIndexError: a missing or corrupt index; features of another width or distance.
+        GalleryIndexError: a missing or corrupt index; features of another width, distance or
+            checkpoint; paths already in the index without `replace` (the count and the first
+            few are named; nothing is added).
     """
     from reidcli.verbs.index import add_to_index
 
-    return add_to_index(index, features, GalleryAt.resolve(options, fields))
+    return add_to_index(index, features, IndexAddOptions.resolve(options, fields))
 
 
 def index_remove(
@@ -71,9 +97,11 @@ def index_remove(
 ) -> IndexRemoveResult:
     """Delete a person's crops (`pid`) or listed image paths (`paths_file`, one per line).
 
-    The rows leave the file (an HNSW graph is rebuilt without them); a search for their vectors
-    afterwards must not find them, else nothing is written (faiss; Milvus deletes at once).
-    Every listed path must be there (in any spelling of it), else nothing is removed.
+    A faiss index records them in deletion lists at once (a search for their vectors afterwards
+    must not find them, else nothing is written); their bytes stay in the segment files until
+    compaction, or `purge` rewrites those files without them. Milvus deletes them at once and
+    drops them from its files when it compacts. Every listed path must be there (in any
+    spelling of it), else nothing is removed.
 
     Raises:
         GalleryIndexError: a listed path or the person is not in the index (nothing removed),
@@ -82,6 +110,41 @@ def index_remove(
     from reidcli.verbs.index import remove_from_index
 
     return remove_from_index(index, IndexRemoveOptions.resolve(options, fields))
+
+
+def index_compact(
+    index: str | Path, options: GalleryAt | None = None, **fields: Any
+) -> IndexCompactResult:
+    """Merge a faiss index's segments into one and drop its deleted rows (`reid index compact`).
+
+    Searches in other processes meanwhile answer from the index before or after it.
+    """
+    from reidcli.verbs.index_upkeep import compact_index
+
+    return compact_index(index, GalleryAt.resolve(options, fields))
+
+
+def index_rebuild(
+    index: str | Path, options: IndexRebuildOptions | None = None, **fields: Any
+) -> IndexRebuildResult:
+    """Train an IVF-PQ index's quantizer again on the rows it holds now (its segments share the
+    quantizer of its first build), measuring recall@10 before and after; `dry_run` writes
+    nothing.
+
+    Raises:
+        GalleryIndexError: not IVF-PQ, or one that keeps no float32 rows (refine 0).
+    """
+    from reidcli.verbs.index_upkeep import rebuild_index
+
+    return rebuild_index(index, IndexRebuildOptions.resolve(options, fields))
+
+
+def index_upgrade(index: str | Path) -> IndexUpgradeResult:
+    """Convert an index file of the earlier single-file format into an index folder at the same
+    path (every row id, label, vector and code kept; the old file stays as `INDEX.v1`)."""
+    from reidcli.verbs.index_upkeep import upgrade_index
+
+    return upgrade_index(index)
 
 
 def index_calibrate(

@@ -1,4 +1,5 @@
-"""`reid index build|add|remove|info` and `reid search`: galleries on faiss files or Milvus."""
+"""`reid index build|add|remove|compact|rebuild|upgrade|calibrate|info` and `reid search`:
+galleries in faiss index folders or Milvus."""
 
 import sys
 from pathlib import Path
@@ -10,13 +11,15 @@ from rich.table import Table
 from reidcli.cli.options import build, choices, json_option, option, print_json, quiet_option
 from reidcli.recipe.options import (
     GalleryAt,
+    IndexAddOptions,
     IndexBuildOptions,
+    IndexRebuildOptions,
     IndexRemoveOptions,
     SearchOptions,
 )
 
 index_app = typer.Typer(
-    help="Build, grow and prune searchable galleries (faiss files, or Milvus).",
+    help="Build, grow, prune and compact searchable galleries (faiss index folders, or Milvus).",
     no_args_is_help=True,
 )
 
@@ -37,7 +40,9 @@ REMOVE_FLAGS = {"paths_file": "--paths"}
 
 
 def _index_arg():
-    return typer.Argument(..., help="Index file (faiss), or collection name with --backend milvus.")
+    return typer.Argument(
+        ..., help="Index folder (faiss), or collection name with --backend milvus."
+    )
 
 
 def _backend_option():
@@ -63,6 +68,12 @@ def _describe(info) -> str:
         )
     elif info.kind == "flat":
         text += "; exact"
+    doc = info.document
+    if "segments" in doc:
+        text += (
+            f"; {len(doc['segments'])} segment(s), {doc['deleted']} deleted rows not yet "
+            f"compacted, {doc['bytes_on_disk'] / 1e6:.1f} MB on disk"
+        )
     calibration = info.calibration
     if calibration is not None:
         levels = ", ".join(f"FAR {t.far:g} < {t.threshold:.4f}" for t in calibration.thresholds)
@@ -75,7 +86,7 @@ def build_cmd(
     features: Path = typer.Argument(
         ..., help="`reid embed` file, or a `reid eval --features` file (its gallery)."
     ),
-    out: str = typer.Option(..., "--out", help="Index file to write (collection name: Milvus)."),
+    out: str = typer.Option(..., "--out", help="Index folder to write (collection name: Milvus)."),
     kind: Kind | None = option(IndexBuildOptions, "kind", "--type"),
     metric: Metric | None = option(IndexBuildOptions, "metric", "--metric"),
     nlist: int | None = option(IndexBuildOptions, "ivfpq.nlist", "--nlist", rich_help_panel=APPROX),
@@ -97,6 +108,8 @@ def build_cmd(
     seed: int | None = option(IndexBuildOptions, "seed", "--seed"),
     overwrite: bool | None = option(IndexBuildOptions, "overwrite", "--overwrite/--no-overwrite"),
     calibration: Path | None = option(IndexBuildOptions, "calibration", "--calibration"),
+    max_segments: int | None = option(IndexBuildOptions, "max_segments", "--max-segments"),
+    max_deleted: float | None = option(IndexBuildOptions, "max_deleted", "--max-deleted"),
     backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
     as_json: bool = json_option(),
@@ -109,25 +122,37 @@ def build_cmd(
         "ivfpq.refine": refine, "ivfpq.nprobe": nprobe, "hnsw.m": hnsw_m,
         "hnsw.ef_construction": ef_construction, "hnsw.ef_search": ef_search,
         "recall_sample": recall_sample, "seed": seed, "overwrite": overwrite, "backend": backend,
-        "uri": uri, "calibration": calibration,
+        "uri": uri, "calibration": calibration, "max_segments": max_segments,
+        "max_deleted": max_deleted,
     }  # fmt: skip
     info = api.index_build(features, out, build(IndexBuildOptions, given, BUILD_FLAGS))
     _emit(info, as_json, f"built {_describe(info)} in {info.build_seconds:.1f}s")
 
 
+def _compactions(lines: list) -> str:
+    return "".join(f"\ncompacted {line}" for line in lines)
+
+
 @index_app.command("add")
 def add_cmd(
     index: str = _index_arg(),
-    features: Path = typer.Argument(..., help="Features file with the rows to add."),
+    features: Path = typer.Argument(
+        ..., help="Features file with the rows to add, or the --out folder of a sharded reid embed."
+    ),
+    replace: bool | None = option(IndexAddOptions, "replace", "--replace/--no-replace"),
     backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Add rows without rebuilding (a faiss file is replaced atomically)."""
+    """Add rows as a new segment: nothing already written is rewritten."""
     from reidcli import api
 
-    result = api.index_add(index, features, build(GalleryAt, {"backend": backend, "uri": uri}))
-    _emit(result, as_json, f"added {result.added} rows: {result.count} in {index}")
+    given = {"replace": replace, "backend": backend, "uri": uri}
+    result = api.index_add(index, features, build(IndexAddOptions, given))
+    summary = f"added {result.added} rows: {result.count} in {index}"
+    if result.replaced:
+        summary += f" ({result.replaced} of them replaced stored rows of the same paths)"
+    _emit(result, as_json, summary + _compactions(result.compacted))
 
 
 @index_app.command("remove")
@@ -135,6 +160,7 @@ def remove_cmd(
     index: str = _index_arg(),
     paths: Path | None = option(IndexRemoveOptions, "paths_file", "--paths"),
     pid: int | None = option(IndexRemoveOptions, "pid", "--pid"),
+    purge: bool | None = option(IndexRemoveOptions, "purge", "--purge/--no-purge"),
     backend: Backend | None = _backend_option(),
     uri: str | None = _uri_option(),
     as_json: bool = json_option(),
@@ -142,12 +168,76 @@ def remove_cmd(
     """Delete crops (right to erasure); a search afterwards verifies they are gone."""
     from reidcli import api
 
-    given = {"paths_file": paths, "pid": pid, "backend": backend, "uri": uri}
+    given = {"paths_file": paths, "pid": pid, "purge": purge, "backend": backend, "uri": uri}
     result = api.index_remove(index, build(IndexRemoveOptions, given, REMOVE_FLAGS))
     summary = f"removed {result.removed} rows ({result.count} left in {index})"
     if result.removed:
         summary += "; verified: a search no longer finds them"
-    _emit(result, as_json, summary)
+    if result.purged:
+        summary += (
+            f"\npurged: {len(result.purged)} segment file(s) rewritten without the deleted rows "
+            "and the files that held them deleted; no file of the index contains them now "
+            "(copies outside it, such as backups or filesystem snapshots, are not reid's to erase)"
+        )
+    elif result.removed and (backend or "faiss") == "faiss":
+        summary += (
+            "\ntheir bytes stay in the index's segment files until compaction: pass --purge "
+            "(or run reid index compact) to rewrite those files without them"
+        )
+    _emit(result, as_json, summary + _compactions(result.compacted))
+
+
+@index_app.command("compact")
+def compact_cmd(
+    index: str = _index_arg(),
+    as_json: bool = json_option(),
+) -> None:
+    """Merge every segment into one and drop deleted rows (searches meanwhile keep working)."""
+    from reidcli import api
+
+    result = api.index_compact(index)
+    _emit(result, as_json, (
+        f"compacted {index}: {result.segments_before} segment(s) -> {result.segments_after}, "
+        f"{result.deleted_dropped} deleted rows dropped, {result.bytes_before / 1e6:.1f} MB -> "
+        f"{result.bytes_after / 1e6:.1f} MB on disk in {result.seconds:.1f}s"
+    ))  # fmt: skip
+
+
+@index_app.command("rebuild")
+def rebuild_cmd(
+    index: str = _index_arg(),
+    nlist: int | None = option(IndexRebuildOptions, "nlist", "--nlist"),
+    dry_run: bool | None = option(IndexRebuildOptions, "dry_run", "--dry-run/--write"),
+    recall_sample: int | None = option(IndexRebuildOptions, "recall_sample", "--recall-sample"),
+    seed: int | None = option(IndexRebuildOptions, "seed", "--seed"),
+    as_json: bool = json_option(),
+) -> None:
+    """Train an IVF-PQ quantizer again on the rows the index holds now; recall before and after."""
+    from reidcli import api
+
+    given = {"nlist": nlist, "dry_run": dry_run, "recall_sample": recall_sample, "seed": seed}
+    result = api.index_rebuild(index, build(IndexRebuildOptions, given))
+    verb = "rebuilt" if result.written else "would rebuild (--dry-run: nothing written)"
+    _emit(result, as_json, (
+        f"{verb} {index}: {result.count} rows; quantizer trained on {result.trained_before} rows "
+        f"with {result.nlist_before} lists -> {result.trained_after} rows with "
+        f"{result.nlist_after} lists; recall@10 {result.recall_before} -> {result.recall_after}"
+    ))  # fmt: skip
+
+
+@index_app.command("upgrade")
+def upgrade_cmd(
+    index: Path = typer.Argument(..., help="Index file of the single-file format."),
+    as_json: bool = json_option(),
+) -> None:
+    """Convert an index file of earlier reid versions into an index folder at the same path."""
+    from reidcli import api
+
+    result = api.index_upgrade(index)
+    _emit(result, as_json, (
+        f"upgraded {result.index}: {result.kind}, {result.count} rows, now an index folder; "
+        f"the old file is kept as {result.kept}"
+    ))  # fmt: skip
 
 
 @index_app.command("calibrate")

@@ -1,4 +1,4 @@
-"""The single-file index container: sections of bytes, then a JSON header, then a trailer.
+"""The index container file: sections of bytes, then a JSON header, then a trailer.
 
     [section 0][section 1]...[header JSON][header length: uint64 LE][MAGIC]
 
@@ -99,11 +99,16 @@ class Reader:
         GalleryIndexError: a missing file, or one that is not a complete index container.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, missing: type[Exception] = GalleryIndexError) -> None:
+        """`missing`: the error of a file that is not there (FileNotFoundError, for a caller
+        that reads its manifest again then)."""
         self.path = path
-        if not path.is_file():
-            raise GalleryIndexError(f"{path}: no such index file")
-        self.handle = handle = path.open("rb")
+        try:
+            self.handle = handle = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError):
+            if missing is FileNotFoundError:
+                raise
+            raise GalleryIndexError(f"{path}: no such index file") from None
         self.size = os.fstat(handle.fileno()).st_size
         try:
             if self.size < TRAILER.size:
@@ -173,6 +178,22 @@ class Reader:
             )
         except UnicodeDecodeError as err:  # pragma: no cover - surrogateescape decodes anything
             raise GalleryIndexError(f"{self.path}: section {name} is not UTF-8 ({err})") from None
+
+    def strings_at(self, name: str, positions: np.ndarray) -> np.ndarray:
+        """The strings at `positions` of a strings section, read one by one."""
+        offsets = self.array(f"{name}.offsets")
+        section = self._section(name)
+        if offsets.size == 0 or offsets[-1] != section["nbytes"]:
+            raise GalleryIndexError(f"{self.path}: section {name} is inconsistent")
+        out = np.empty(len(positions), dtype=object)
+        fd = self.handle.fileno()
+        for i, at in enumerate(np.asarray(positions, dtype=np.int64)):
+            a, b = int(offsets[at]), int(offsets[at + 1])
+            data = os.pread(fd, b - a, section["offset"] + a)
+            if len(data) != b - a:
+                raise GalleryIndexError(f"{self.path}: section {name} is truncated")
+            out[i] = data.decode("utf-8", "surrogateescape")
+        return out
 
     def stream(self, name: str, read: Callable[[Callable[[int], bytes]], object]):
         """`read(chunk)` where `chunk(n)` returns the section's next (at most n) bytes."""

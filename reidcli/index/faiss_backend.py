@@ -1,28 +1,45 @@
-"""The embedded backend: a faiss index and the rows' labels in one file (`reidcli.index.container`).
+"""The embedded backend: a faiss gallery in an index folder of segments (`reidcli.index.segments`).
 
-- `flat`: exact (IndexFlat under an id map).
-- `hnsw`: a graph over the full vectors (IndexHNSWFlat under an id map); removing rows rebuilds
-  the graph from the remaining vectors, so nothing of a removed row stays in the file.
-- `ivfpq`: an inverted file of product-quantised codes (IndexIVFPQ). With `refine` > 0 the rows'
-  float32 vectors are kept in the same file, read row by row rather than loaded, and
-  the best K + (refine − 1)·min(K, 10) PQ candidates are re-scored exactly; the codes are all
-  the index holds in memory.
+Each `add` writes one new segment and each `remove` deletion lists; nothing written before is
+rewritten, except by compaction (`compact`, or on its own past the index's thresholds) and by
+`remove --purge`. Per kind:
+
+- `flat`: a segment keeps its float32 rows; an open gallery holds every live row in one
+  IndexFlat, so a search of many segments is the search of one flat index of all rows.
+- `hnsw`: a segment keeps its own graph over its rows (IndexHNSWFlat); a search asks every
+  segment's graph (deleted rows excluded by a selector) and merges the answers. Compaction
+  builds one graph of the merged rows.
+- `ivfpq`: the quantizer (IVF lists and PQ codebooks) is trained once, at build, and kept in
+  the folder; a segment keeps its rows' codes under it (and, with `refine` > 0, their float32
+  rows, read row by row for the exact re-scoring of the best K + (refine − 1)·min(K, 10) PQ
+  candidates). An open gallery holds every live code in one IndexIVFPQ.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
 from reidcli import __version__
 from reidcli.errors import GalleryIndexError
-from reidcli.index.container import DiskRows, Reader, atomic_write
-from reidcli.index.gallery import UNKNOWN, Gallery, SearchParams, to_distance
+from reidcli.index import segments as store
+from reidcli.index.container import Reader, atomic_write
+from reidcli.index.gallery import UNKNOWN, Gallery, to_distance
+from reidcli.index.segments import Stored, path_hashes
 
-FORMAT = "reid-index"
-VERSION = 1
+# Compaction on its own: past this many segments (the ones after the largest are merged), or
+# when a segment's deleted rows pass this share of its rows (it is rewritten without them).
+MAX_SEGMENTS = 32
+MAX_DELETED = 0.25
+# `reid index info` flags an IVF-PQ quantizer trained on fewer rows than the index holds by
+# this factor.
+STALE_FACTOR = 4
+LABELS = ("ids", "pids", "camids", "paths", "path_hash")
 
 
 def import_faiss():
@@ -50,197 +67,533 @@ def default_pq_m(dim: int) -> int:
     return m
 
 
-class FaissGallery(Gallery):
-    """A gallery in one faiss index file. Build with `build`, open with `open`."""
+def train_quantizer(faiss, vectors: np.ndarray, meta: dict, seed: int, nlist: int | None = None):
+    """An empty IndexIVFPQ trained on a seeded sample of `vectors` (40 rows per list, at least
+    256·40 for the codebooks)."""
+    dim, params = meta["dim"], meta["params"]
+    nlist = nlist or params["nlist"]
+    metric = faiss.METRIC_INNER_PRODUCT if meta["metric"] == "cosine" else faiss.METRIC_L2
+    quantizer = faiss.IndexFlat(dim, metric)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, params["pq_m"], 8, metric)
+    index.own_fields = True
+    quantizer.this.disown()
+    rng = np.random.default_rng(seed)
+    size = min(len(vectors), max(nlist * 40, 256 * 40))
+    sample = np.sort(rng.choice(len(vectors), size, replace=False))
+    index.cp.seed = index.pq.cp.seed = seed
+    index.train(np.ascontiguousarray(vectors[sample]))
+    return index, size
 
-    def __init__(self, path, meta, index, ids, paths, pids, camids, vectors=None) -> None:
-        self.path, self.meta, self.index = path, meta, index
-        self.ids, self.paths, self.pids, self.camids = ids, paths, pids, camids
-        # ivfpq with refine: (N, D) float32 rows in `ids` order, on disk once saved
-        self.vectors: np.ndarray | DiskRows | None = vectors
+
+class FaissGallery(Gallery):
+    """A gallery in an index folder. Build with `build`, open with `open`."""
+
+    def __init__(self, path: Path, doc: dict, segments: list[Stored], quantizer=None) -> None:
+        self.path, self.doc, self.meta = path, doc, doc["meta"]
+        self.segments = segments
         self.faiss = import_faiss()
+        self.quantizer = quantizer  # ivfpq: the trained, empty index
+        self._index = None  # flat / ivfpq: every live row in one faiss index, built when needed
+        self._graphs: dict[int, object] = {}  # hnsw: id(segment) -> its graph
+        self._labels: tuple | None = None  # (ids, paths, pids, camids) of the live rows
+        self.compacted: list[str] = []  # what the last save merged or rewrote, and why
 
     # -- creation ----------------------------------------------------------------------------
     @classmethod
     def build(cls, path, vectors: np.ndarray, meta: dict, seed: int) -> FaissGallery:
-        """An empty trained index for `meta` (kind, metric, dim, params); `add` fills it."""
+        """An empty gallery for `meta` (kind, metric, dim, params); `add` fills it, `save` writes
+        it. IVF-PQ trains its quantizer on `vectors` here."""
         faiss = import_faiss()
-        dim, kind, params = meta["dim"], meta["kind"], meta["params"]
-        metric = faiss.METRIC_INNER_PRODUCT if meta["metric"] == "cosine" else faiss.METRIC_L2
-        if kind == "flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlat(dim, metric))
-        elif kind == "hnsw":
-            index = faiss.IndexIDMap2(_hnsw(faiss, dim, params, metric))
-        else:
-            quantizer = faiss.IndexFlat(dim, metric)
-            index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["pq_m"], 8, metric)
-            index.own_fields = True
-            quantizer.this.disown()
-            rng = np.random.default_rng(seed)
-            size = min(len(vectors), max(params["nlist"] * 40, 256 * 40))
-            sample = np.sort(rng.choice(len(vectors), size, replace=False))
-            index.cp.seed = index.pq.cp.seed = seed
-            index.train(np.ascontiguousarray(vectors[sample]))
-        empty = np.zeros(0, dtype=np.int64)
-        keep = kind == "ivfpq" and params["refine"] > 0
-        vectors = np.zeros((0, dim), np.float32) if keep else None
-        return cls(path, meta, index, empty, np.zeros(0, dtype=object), empty, empty, vectors)
+        quantizer = None
+        if meta["kind"] == "ivfpq":
+            quantizer, trained = train_quantizer(faiss, vectors, meta, seed)
+            meta["params"]["trained_rows"] = int(trained)
+        meta.setdefault("compact", {"max_segments": MAX_SEGMENTS, "max_deleted": MAX_DELETED})
+        doc = {"meta": meta, "segments": [], "next_file": 0, "generation": 0, "quantizer": None}
+        return cls(Path(path), doc, [], quantizer)
 
     @classmethod
     def open(cls, path) -> FaissGallery:
-        reader = Reader(path)
-        meta = reader.meta
-        if meta.get("format") != FORMAT or meta.get("backend") != "faiss":
-            raise GalleryIndexError(f"{path}: not a reid faiss index")
-        if meta.get("version") != VERSION:
-            raise GalleryIndexError(
-                f"{path}: index format version {meta.get('version')}; this reid reads {VERSION}"
-            )
+        """The gallery of an index folder, every file of one manifest opened.
+
+        Raises:
+            GalleryIndexError: no such index, a damaged one, or one in the single-file format
+                of earlier versions (the error names the command converting it).
+        """
+        path = Path(path)
+        if path.is_file():
+            from reidcli.index.legacy import refuse_legacy
+
+            refuse_legacy(path)
+        if not path.exists():
+            raise GalleryIndexError(f"{path}: no such index")
         faiss = import_faiss()
+        doc, segments = store.open_segments(path)
+        raw = doc.pop("quantizer_bytes", None)
+        if doc["meta"].get("backend") != "faiss":
+            raise GalleryIndexError(f"{path}: not a reid faiss index")
+        quantizer = None
+        if raw is not None:
+            try:
+                quantizer = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
+            except RuntimeError as err:
+                raise GalleryIndexError(f"{path}: the quantizer is corrupt ({err})") from None
+        elif doc["meta"]["kind"] == "ivfpq":
+            raise GalleryIndexError(f"{path}: an IVF-PQ index without its quantizer (corrupt)")
+        for segment in segments:
+            ids = segment.array("ids")
+            if len(ids) != segment.rows or (
+                len(ids) and (ids[0] != segment.first_id or ids[-1] != segment.last_id)
+            ):
+                raise GalleryIndexError(f"{path}: {segment.file} disagrees with the manifest")
+        return cls(path, doc, segments, quantizer)
 
-        def read(chunk):
-            return faiss.read_index(faiss.PyCallbackIOReader(chunk, 1 << 20))
-
-        try:
-            index = reader.stream("faiss", read)
-        except RuntimeError as err:
-            raise GalleryIndexError(f"{path}: the faiss index is corrupt ({err})") from None
-        ids = reader.array("ids")
-        pids, camids, paths = reader.array("pids"), reader.array("camids"), reader.strings("paths")
-        vectors = reader.rows("vectors") if "vectors" in reader.sections else None
-        n = len(ids)
-        if not (index.ntotal == n == len(pids) == len(camids) == len(paths)) or (
-            vectors is not None and vectors.shape != (n, meta["dim"])
-        ):
-            raise GalleryIndexError(f"{path}: the index and its labels disagree (corrupt index)")
-        return cls(path, meta, index, ids, paths, pids, camids, vectors)
-
+    # -- writing -----------------------------------------------------------------------------
     def save(self) -> None:
+        """Write what changed (new segments, deletion lists, merges), then the new manifest.
+
+        A new index is written in a temporary folder beside its path and renamed into place."""
         faiss = self.faiss
         self.meta |= {"count": self.count, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       "reidcli": __version__, "faiss": faiss.__version__}  # fmt: skip
-        with atomic_write(self.path) as out:
-            out.stream("faiss", lambda h: faiss.write_index(self.index, _writer(faiss, h)))
-            out.array("ids", self.ids)
-            out.array("pids", self.pids)
-            out.array("camids", self.camids)
-            out.strings("paths", self.paths)
-            if self.vectors is not None:
-                out.array("vectors", _in_memory(self.vectors))
-            out.finish(self.meta)
-        if self.vectors is not None:  # read from the new file from now on
-            self.vectors = Reader(self.path).rows("vectors")
+        self.compacted += self._auto_compact()
+        final = self.path
+        fresh = not final.exists()
+        folder = final.with_name(f".{final.name}.{os.getpid()}.building") if fresh else final
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        self.path = folder
+        try:
+            if self.quantizer is not None and not self.doc.get("quantizer"):
+                name = self._new_name("quantizer", "faiss")
+                store.write_bytes_file(folder / name, faiss.serialize_index(self.quantizer))
+                self.doc["quantizer"] = name
+            for segment in self.segments:
+                if segment.file is None:
+                    self._write_segment(segment)
+                if segment.changed:
+                    self._write_deleted(segment)
+            self.doc["segments"] = [segment.entry() for segment in self.segments]
+            self.doc["generation"] = int(self.doc.get("generation", 0)) + 1
+            store.write_manifest(folder, self.doc)
+            if fresh:
+                folder.rename(final)
+                store.fsync_folder(final.parent)
+        finally:
+            self.path = final
+        store.remove_unnamed(final, self.doc)
+
+    def _new_name(self, stem: str, suffix: str) -> str:
+        number = int(self.doc.get("next_file", 0))
+        while True:
+            name = f"{stem}-{number:08d}.{suffix}"
+            number += 1
+            if not (self.path / name).exists():
+                self.doc["next_file"] = number
+                return name
+
+    def _write_segment(self, segment: Stored) -> None:
+        name = self._new_name("seg", "rseg")
+        faiss, data = self.faiss, segment.data
+        with atomic_write(self.path / name) as out:
+            for label in LABELS:
+                if label == "paths":
+                    out.strings("paths", data["paths"])
+                else:
+                    out.array(label, data[label])
+            for section in ("vectors", "codes"):
+                if section in data:
+                    out.array(section, data[section])
+            if "graph" in data:
+                out.stream("graph", lambda h: faiss.write_index(data["graph"], _writer(faiss, h)))
+            out.finish({"rows": segment.rows, "kind": self.kind})
+        segment.file = name
+        segment.bytes = (self.path / name).stat().st_size
+        segment.reader = Reader(self.path / name)
+
+    def _write_deleted(self, segment: Stored) -> None:
+        if len(segment.deleted):
+            name = self._new_name("del", "npy")
+            store.write_array_file(self.path / name, segment.deleted)
+            segment.deleted_file = name
+        else:
+            segment.deleted_file = None
+        segment.changed = False
+
+    # -- segments ----------------------------------------------------------------------------
+    def _segment_of(self, vectors: np.ndarray, ids: np.ndarray, rows) -> Stored:
+        """A new segment (in memory until saved) of prepared vectors and their labels."""
+        paths = np.asarray(rows.paths, dtype=object)
+        data = {"ids": ids, "pids": np.asarray(rows.pids, dtype=np.int64),
+                "camids": np.asarray(rows.camids, dtype=np.int64), "paths": paths,
+                "path_hash": path_hashes(paths)}  # fmt: skip
+        data |= self._payload(vectors)
+        return Stored(len(ids), int(ids[0]), int(ids[-1]), data=data)
+
+    def _payload(self, vectors: np.ndarray) -> dict:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.kind == "flat":
+            return {"vectors": vectors}
+        if self.kind == "hnsw":
+            graph = _hnsw(self.faiss, self.dim, self.meta["params"], self._faiss_metric())
+            graph.add(vectors)
+            return {"graph": graph}
+        out = {"codes": self.quantizer.sa_encode(vectors)}
+        if self.meta["params"].get("refine", 0) > 0:
+            out["vectors"] = vectors
+        return out
+
+    def _merged(self, parts: list[Stored]) -> Stored | None:
+        """One new segment of the live rows of `parts` (adjacent, in order); None when none."""
+        labels: dict[str, list] = {name: [] for name in LABELS}
+        vectors, codes = [], []
+        for part in parts:
+            live = part.live()
+            for name in LABELS:
+                labels[name].append(part.array(name, keep=False)[live])
+            if self.kind == "hnsw":
+                vectors.append(self._graph(part).reconstruct_batch(np.flatnonzero(live)))
+            elif part.has("vectors"):
+                vectors.append(part.array("vectors", keep=False)[live])
+            if self.kind == "ivfpq":
+                codes.append(part.array("codes", keep=False)[live])
+        data = {name: np.concatenate(values) for name, values in labels.items()}
+        if not len(data["ids"]):
+            return None
+        if self.kind == "hnsw":
+            data |= self._payload(np.concatenate(vectors))
+        else:
+            if vectors:
+                data["vectors"] = np.concatenate(vectors)
+            if codes:
+                data["codes"] = np.concatenate(codes)
+        ids = data["ids"]
+        return Stored(len(ids), int(ids[0]), int(ids[-1]), data=data)
+
+    def _replace(self, start: int, stop: int, why: str) -> str:
+        """Segments [start, stop) replaced by one of their live rows; what was done."""
+        parts = self.segments[start:stop]
+        merged = self._merged(parts)
+        self.segments[start:stop] = [merged] if merged is not None else []
+        for part in parts:
+            self._graphs.pop(id(part), None)
+        dropped = sum(len(part.deleted) for part in parts)
+        rows = merged.rows if merged is not None else 0
+        return (
+            f"{len(parts)} segment(s) into one of {rows} rows ({dropped} deleted rows dropped): "
+            f"{why}"
+        )
+
+    def _auto_compact(self) -> list[str]:
+        """Compaction past the index's thresholds (`meta["compact"]`)."""
+        rules = self.meta.get("compact") or {}
+        done = []
+        share = rules.get("max_deleted")
+        if share:
+            for at in range(len(self.segments) - 1, -1, -1):
+                segment = self.segments[at]
+                if len(segment.deleted) > share * segment.rows:
+                    done.append(self._replace(at, at + 1, f"over {share:.0%} of it deleted"))
+        limit = rules.get("max_segments")
+        while limit and len(self.segments) > limit:
+            width = max(2, limit // 2)
+            sizes = np.array([segment.live_rows for segment in self.segments])
+            totals = np.convolve(sizes, np.ones(width, dtype=np.int64), mode="valid")
+            start = int(len(totals) - 1 - np.argmin(totals[::-1]))  # fewest rows, latest
+            done.append(self._replace(start, start + width, f"over {limit} segments"))
+        return done
+
+    def compact(self) -> list[str]:
+        """Every segment merged into one, deleted rows dropped; the caller saves."""
+        if len(self.segments) <= 1 and not any(len(s.deleted) for s in self.segments):
+            return []
+        done = [self._replace(0, len(self.segments), "reid index compact")]
+        self.compacted += done
+        return done
+
+    def purge(self) -> list[str]:
+        """Every segment holding deleted rows rewritten without them; the caller saves. Their
+        previous files are removed once the new manifest is written."""
+        done = []
+        for at in range(len(self.segments) - 1, -1, -1):
+            segment = self.segments[at]
+            if len(segment.deleted):
+                before = segment.file
+                done.append(f"{before}: " + self._replace(at, at + 1, "purge"))
+        self.compacted += done
+        return done
 
     # -- labels ------------------------------------------------------------------------------
     @property
     def count(self) -> int:
-        return len(self.ids)
+        return int(sum(segment.live_rows for segment in self.segments))
+
+    def _label_arrays(self) -> tuple:
+        if self._labels is None:
+            parts: list[list] = [[], [], [], []]
+            for segment in self.segments:
+                live = segment.live()
+                for out, name in zip(parts, ("ids", "paths", "pids", "camids"), strict=True):
+                    out.append(segment.array(name, keep=False)[live])
+            empty = np.zeros(0, dtype=np.int64)
+            self._labels = (
+                np.concatenate(parts[0]) if parts[0] else empty,
+                np.concatenate(parts[1]) if parts[1] else np.zeros(0, dtype=object),
+                np.concatenate(parts[2]) if parts[2] else empty,
+                np.concatenate(parts[3]) if parts[3] else empty,
+            )
+        return self._labels
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._label_arrays()[0]
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
-        """Positions in `self.ids` (and the label arrays) of existing row ids."""
-        at = np.minimum(np.searchsorted(self.ids, ids), max(0, self.count - 1))
-        if self.count == 0 or (self.ids[at] != ids).any():
+        """Positions in the live rows' label arrays of existing row ids."""
+        own = self.ids
+        at = np.minimum(np.searchsorted(own, ids), max(0, len(own) - 1))
+        if len(own) == 0 or (own[at] != ids).any():
             raise GalleryIndexError(f"{self.path}: row ids missing from the labels (corrupt?)")
         return at
 
     def labels(self, ids):
+        own, paths, pids, camids = self._label_arrays()
         ids = np.asarray(ids, dtype=np.int64)
         known = ids >= 0
         at = np.zeros(ids.shape, dtype=np.int64)
         if known.any():
             at[known] = self.positions(ids[known])
-        paths = np.where(known, self.paths[at] if self.count else "", "")
-        pids = np.where(known, self.pids[at] if self.count else UNKNOWN, UNKNOWN)
-        camids = np.where(known, self.camids[at] if self.count else UNKNOWN, UNKNOWN)
-        return paths, pids, camids
+        some = len(own) > 0
+        return (
+            np.where(known, paths[at] if some else "", ""),
+            np.where(known, pids[at] if some else UNKNOWN, UNKNOWN),
+            np.where(known, camids[at] if some else UNKNOWN, UNKNOWN),
+        )
 
     def label_table(self):
-        return self.pids, self.camids
+        _, _, pids, camids = self._label_arrays()
+        return pids, camids
 
     def ids_of(self, *, pid=None, paths=None):
         if pid is not None:
-            return self.ids[self.pids == pid]
-        return self.ids[np.isin(self.paths.astype(str), np.asarray(list(paths), dtype=str))]
+            own, _, pids, _ = self._label_arrays()
+            return own[pids == pid]
+        wanted = [str(p) for p in paths]
+        hashes, names = path_hashes(wanted), set(wanted)
+        found = []
+        for segment in self.segments:  # 8 bytes a row, then only the candidates' paths
+            hit = np.flatnonzero(np.isin(segment.array("path_hash"), hashes))
+            hit = hit[segment.live()[hit]]
+            if hit.size:
+                same = np.array([p in names for p in segment.paths_at(hit)], dtype=bool)
+                found.append(segment.array("ids")[hit[same]])
+        return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
     # -- backend -----------------------------------------------------------------------------
-    def _set_params(self, params: SearchParams) -> None:
-        defaults = self.meta["search"]
-        if self.kind == "ivfpq":
-            self.index.nprobe = params.nprobe or defaults["nprobe"]
-        elif self.kind == "hnsw":
-            inner = self.faiss.downcast_index(self.index.index)
-            inner.hnsw.efSearch = params.ef_search or defaults["ef_search"]
+    def _faiss_metric(self):
+        faiss = self.faiss
+        return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+
+    def _search_index(self):
+        """flat / ivfpq: one faiss index of every live row (built on first use)."""
+        if self._index is None:
+            if self.kind == "flat":
+                index = self.faiss.IndexIDMap2(self.faiss.IndexFlat(self.dim, self._faiss_metric()))
+            else:
+                index = self.faiss.clone_index(self.quantizer)
+            for segment in self.segments:
+                self._index_add(index, segment)
+            self._index = index
+        return self._index
+
+    def _index_add(self, index, segment: Stored) -> None:
+        live = segment.live()
+        ids = np.ascontiguousarray(segment.array("ids")[live])
+        if not len(ids):
+            return
+        name = "vectors" if self.kind == "flat" else "codes"
+        values = segment.array(name, keep=False)
+        values = np.ascontiguousarray(values if live.all() else values[live])
+        if self.kind == "flat":
+            index.add_with_ids(values, ids)
+        else:
+            index.add_sa_codes(values, ids)
+
+    def _graph(self, segment: Stored):
+        if "graph" in segment.data:
+            return segment.data["graph"]
+        graph = self._graphs.get(id(segment))
+        if graph is None:
+            faiss = self.faiss
+
+            def read(chunk):
+                return faiss.read_index(faiss.PyCallbackIOReader(chunk, 1 << 20))
+
+            try:
+                graph = segment.reader.stream("graph", read)
+            except RuntimeError as err:
+                raise GalleryIndexError(f"{segment.file}: the graph is corrupt ({err})") from None
+            self._graphs[id(segment)] = graph
+        return graph
 
     def _candidates(self, queries, k, params):
-        self._set_params(params)
+        queries = np.ascontiguousarray(queries)
+        if self.kind == "hnsw":
+            return self._graph_candidates(queries, k, params)
+        index = self._search_index()
         if self.kind == "ivfpq":
+            index.nprobe = params.nprobe or self.meta["search"]["nprobe"]
             # fewer queries than threads: split each query's lists across the threads instead
-            few = len(queries) < self.faiss.omp_get_max_threads()
-            self.index.parallel_mode = 1 if few else 0
-        values, ids = self.index.search(np.ascontiguousarray(queries), k)
+            index.parallel_mode = 1 if len(queries) < self.faiss.omp_get_max_threads() else 0
+        values, ids = index.search(queries, k)
         return ids, to_distance(values.astype(np.float64), self.metric)
 
+    def _graph_candidates(self, queries, k, params):
+        """Every segment's graph searched (deleted rows excluded), the answers merged."""
+        faiss = self.faiss
+        ef = params.ef_search or self.meta["search"]["ef_search"]
+        found_ids, found_dist = [], []
+        for segment in self.segments:
+            if segment.live_rows == 0:
+                continue
+            search = faiss.SearchParametersHNSW()
+            search.efSearch = ef
+            if len(segment.deleted):
+                bits = np.packbits(segment.live(), bitorder="little")
+                selector = faiss.IDSelectorBitmap(segment.rows, faiss.swig_ptr(bits))
+                search.sel = selector
+            values, local = self._graph(segment).search(
+                queries, min(k, segment.live_rows), params=search
+            )
+            own = segment.array("ids")
+            found_ids.append(np.where(local >= 0, own[np.maximum(local, 0)], -1))
+            found_dist.append(to_distance(values.astype(np.float64), self.metric))
+        if not found_ids:
+            return np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), np.nan)
+        ids, dist = np.concatenate(found_ids, 1), np.concatenate(found_dist, 1)
+        dist = np.where(ids < 0, np.inf, dist)
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        ids, dist = np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1)
+        if ids.shape[1] < k:
+            pad = k - ids.shape[1]
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+        return ids, np.where(ids < 0, np.nan, dist)
+
+    def _segment_rows(self, ids: np.ndarray, fetch) -> np.ndarray:
+        """(n, D) rows of row ids, `fetch(segment, positions in it)` per segment holding some."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        firsts = np.array([segment.first_id for segment in self.segments], dtype=np.int64)
+        which = np.searchsorted(firsts, ids, side="right") - 1
+        for at in np.unique(which):
+            chosen = which == at
+            segment = self.segments[max(0, int(at))]
+            own = segment.array("ids")
+            positions = np.minimum(np.searchsorted(own, ids[chosen]), len(own) - 1)
+            if at < 0 or (own[positions] != ids[chosen]).any():
+                raise GalleryIndexError(
+                    f"{self.path}: row ids missing from the segments (corrupt?)"
+                )
+            out[chosen] = fetch(segment, positions)
+        return out
+
+    def _stored_vectors(self, segment: Stored, positions: np.ndarray) -> np.ndarray:
+        if "vectors" in segment.data:
+            return segment.data["vectors"][positions]
+        rows = segment._cache.get("rows")
+        if rows is None:
+            rows = segment._cache["rows"] = segment.reader.rows("vectors")
+        return rows.take(positions)
+
     def _vectors(self, ids):
-        if self.kind in ("flat", "hnsw"):
-            flat = self._reconstruct(ids.ravel())
-            return flat.reshape(*ids.shape, self.dim)
-        if self.vectors is None:
+        if self.kind == "ivfpq" and self.meta["params"].get("refine", 0) <= 0:
             return None
-        return _take(self.vectors, self.positions(ids.ravel())).reshape(*ids.shape, self.dim)
+        return self._reconstruct(ids.ravel()).reshape(*ids.shape, self.dim)
 
     def _reconstruct(self, ids):
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if self.kind in ("flat", "hnsw"):
-            return self.index.reconstruct_batch(ids)
-        if self.vectors is not None:
-            return _take(self.vectors, self.positions(ids))
-        self.index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
-        try:
-            return self.index.reconstruct_batch(ids)
-        finally:
-            self.index.set_direct_map_type(self.faiss.DirectMap.NoMap)
+        if self.kind == "flat":
+            return self._search_index().reconstruct_batch(ids)
+        if self.kind == "hnsw":
+            return self._segment_rows(
+                ids, lambda segment, at: self._graph(segment).reconstruct_batch(at)
+            )
+        if self.meta["params"].get("refine", 0) > 0:
+            return self._segment_rows(ids, self._stored_vectors)
+        return self._segment_rows(  # decoded from the PQ codes
+            ids, lambda segment, at: self.quantizer.sa_decode(
+                np.ascontiguousarray(segment.array("codes")[at]))
+        )  # fmt: skip
 
     def _add(self, vectors, ids, rows):
-        self.index.add_with_ids(vectors, ids)
-        if self.vectors is not None:
-            self.vectors = np.concatenate([_in_memory(self.vectors), vectors])
-        self.ids = np.concatenate([self.ids, ids])
-        self.paths = np.concatenate([self.paths, np.asarray(rows.paths, dtype=object)])
-        self.pids = np.concatenate([self.pids, rows.pids])
-        self.camids = np.concatenate([self.camids, rows.camids])
+        segment = self._segment_of(vectors, ids, rows)
+        self.segments.append(segment)
+        if self._index is not None:
+            self._index_add(self._index, segment)
+        if self._labels is not None:
+            own, paths, pids, camids = self._labels
+            data = segment.data
+            self._labels = (np.concatenate([own, data["ids"]]),
+                            np.concatenate([paths, data["paths"]]),
+                            np.concatenate([pids, data["pids"]]),
+                            np.concatenate([camids, data["camids"]]))  # fmt: skip
 
     def _remove(self, ids):
-        self._remove_vectors(ids)
-        keep = ~np.isin(self.ids, ids)
-        self.ids, self.paths = self.ids[keep], self.paths[keep]
-        self.pids, self.camids = self.pids[keep], self.camids[keep]
-
-    def _remove_vectors(self, ids):
-        selector = self.faiss.IDSelectorBatch(ids)
-        if self.kind == "hnsw":  # no deletion in an HNSW graph: rebuild it without the rows
-            keep = ~np.isin(self.ids, ids)
-            kept_ids = self.ids[keep]
-            vectors = self.index.reconstruct_batch(kept_ids) if kept_ids.size else None
-            metric = self.index.metric_type
-            graph = _hnsw(self.faiss, self.dim, self.meta["params"], metric)
-            self.index = self.faiss.IndexIDMap2(graph)
-            if vectors is not None:
-                self.index.add_with_ids(vectors, kept_ids)
-            return
-        removed = self.index.remove_ids(selector)
-        if removed != len(ids):
-            raise GalleryIndexError(f"the index removed {removed} of {len(ids)} rows")
-        if self.vectors is not None:
-            self.vectors = _in_memory(self.vectors)[~np.isin(self.ids, ids)]
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        for segment in self.segments:
+            inside = ids[(ids >= segment.first_id) & (ids <= segment.last_id)]
+            if inside.size:
+                segment.deleted = np.union1d(segment.deleted, inside)
+                segment.changed = True
+                segment._cache.pop("live", None)
+        if self._index is not None:
+            removed = self._index.remove_ids(self.faiss.IDSelectorBatch(ids))
+            if removed != len(ids):
+                raise GalleryIndexError(f"the index removed {removed} of {len(ids)} rows")
+        if self._labels is not None:
+            keep = ~np.isin(self._labels[0], ids)
+            self._labels = tuple(values[keep] for values in self._labels)
 
     def _all_vectors(self):
         if self.kind == "hnsw" and self.count:
-            return self.ids, self.index.reconstruct_batch(self.ids)
+            return self.ids, self._reconstruct(self.ids)
         return None
 
+    # -- description -------------------------------------------------------------------------
     def memory_bytes(self) -> int:
-        """Bytes of the faiss index as written to the file (about what it holds in memory)."""
-        return int(Reader(self.path).sections["faiss"]["nbytes"])
+        """Bytes of the searchable payload as stored (vectors, codes or graphs, and the
+        quantizer): about what an open gallery holds in memory for searching."""
+        total = 0
+        for segment in self.segments:
+            if segment.reader is not None:
+                for name in ("vectors", "codes", "graph"):
+                    if name in segment.reader.sections and not (
+                        name == "vectors" and self.kind == "ivfpq"
+                    ):
+                        total += int(segment.reader.sections[name]["nbytes"])
+        if self.doc.get("quantizer"):
+            total += (self.path / self.doc["quantizer"]).stat().st_size
+        return total
+
+    def describe(self) -> dict:
+        """What `reid index info` adds for a folder: segments, deleted rows, bytes on disk,
+        and a note when an IVF-PQ quantizer was trained on far fewer rows than the index holds."""
+        on_disk = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        out = {
+            "segments": [segment.entry() for segment in self.segments],
+            "deleted": int(sum(len(segment.deleted) for segment in self.segments)),
+            "bytes_on_disk": int(on_disk),
+        }
+        trained = self.meta["params"].get("trained_rows")
+        if self.kind == "ivfpq" and trained and self.count > STALE_FACTOR * trained:
+            out["quantizer_note"] = (
+                f"the quantizer was trained on {trained} rows; the index holds {self.count}. "
+                f"`reid index rebuild {self.path} --dry-run` measures the recall@10 of a "
+                f"retrained one ({default_nlist(self.count)} lists) beside this one's"
+            )
+        return out
 
 
 def _hnsw(faiss, dim, params, metric):
@@ -251,11 +604,3 @@ def _hnsw(faiss, dim, params, metric):
 
 def _writer(faiss, handle):
     return faiss.PyCallbackIOWriter(handle.write)
-
-
-def _in_memory(vectors) -> np.ndarray:
-    return vectors.read() if isinstance(vectors, DiskRows) else vectors
-
-
-def _take(vectors, positions: np.ndarray) -> np.ndarray:
-    return vectors.take(positions) if isinstance(vectors, DiskRows) else vectors[positions]

@@ -74,3 +74,35 @@ def check_same_model(indexed: str | None, given: str | None, source: str, index)
             f"{source}: features of checkpoint {given[:12]}, but {index} holds features of "
             f"checkpoint {indexed[:12]}: distances between two models mean nothing"
         )
+
+
+PARTS = "parts.json"
+
+
+def feature_sources(path: str | Path) -> list[Path]:
+    """A features file, or the part files of a folder that a sharded `reid embed` wrote (in
+    rank order, as its `parts.json` lists them).
+
+    Raises:
+        FeaturesError: a folder without a complete `parts.json` (an unfinished sharded embed), or
+            one whose listed parts are missing.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    listing = path / PARTS
+    if not listing.is_file():
+        raise FeaturesError(
+            f"{path}: a folder without {PARTS}: not the output of a sharded reid embed, or one "
+            "that has not finished"
+        )
+    try:
+        parts = [path / name for name in json.loads(listing.read_text(encoding="utf-8"))["parts"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FeaturesError(f"{listing}: unreadable ({err})") from None
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing or not parts:
+        raise FeaturesError(f"{listing}: lists parts that are missing: {', '.join(missing)}")
+    return parts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,10 +59,24 @@ def writing(index, backend: str = "faiss", uri: str | None = None):
         return
     with exclusive(lock, f"index {index if backend == 'faiss' else uri}", wait=True):
         if backend == "faiss":
-            path = Path(index)
-            for stale in remove_stale_temporaries(path.parent, [path.name]):
-                log.warning("removed %s, left by a write that was killed", stale.name)
+            _clean(Path(index))
         yield
+
+
+def _clean(path: Path) -> None:
+    """Remove what killed writers of the index at `path` left: temporary files and folders
+    beside it, and files in its folder that its manifest does not name."""
+    from reidcli.index.segments import is_index_folder, read_manifest, remove_unnamed
+
+    stale = [p.name for p in remove_stale_temporaries(path.parent, [path.name])]
+    for pattern in (f".{path.name}.*.building", f".{path.name}.*.upgrade"):
+        for folder in path.parent.glob(pattern):
+            shutil.rmtree(folder, ignore_errors=True)
+            stale.append(folder.name)
+    if is_index_folder(path):
+        stale += remove_unnamed(path, read_manifest(path))
+    for name in stale:
+        log.warning("removed %s, left by a write that was killed", name)
 
 
 def info(gallery: Gallery) -> dict:
@@ -71,4 +86,6 @@ def info(gallery: Gallery) -> dict:
     out = {"index": where, **meta, "count": gallery.count}
     if hasattr(gallery, "memory_bytes"):
         out["index_bytes"] = gallery.memory_bytes()
+    if hasattr(gallery, "describe"):
+        out |= gallery.describe()
     return out

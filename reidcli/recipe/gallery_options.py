@@ -1,5 +1,5 @@
-"""The options models of the gallery verbs: `reid index build|add|remove|calibrate|info` and
-`reid search` (torch-free)."""
+"""The options models of the gallery verbs: `reid index build|add|remove|compact|rebuild|calibrate|
+info` and `reid search` (torch-free)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,28 @@ class IndexSearch(GalleryAt):
     )
 
 
+class IndexAddOptions(GalleryAt):
+    """`reid index add`: a features file (or a folder of `reid embed` parts) to append."""
+
+    replace: bool = Field(
+        False, description="rows whose path is already in the index replace the stored ones "
+        "(else such an add is refused)",
+    )  # fmt: skip
+
+
+class IndexRebuildOptions(GalleryAt):
+    """`reid index rebuild`: an IVF-PQ quantizer trained again on the rows the index holds."""
+
+    nlist: int | None = Field(
+        None, ge=1, le=1 << 24, description="IVF lists (default about 4·√N of the rows now)"
+    )
+    dry_run: bool = Field(False, description="measure recall both ways, write nothing")
+    recall_sample: int = Field(
+        1000, ge=1, le=1 << 20, description="stored rows used to measure recall@10"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the training and recall samples")
+
+
 class IndexRemoveOptions(GalleryAt):
     """`reid index remove`: a person, or listed image paths."""
 
@@ -45,6 +67,10 @@ class IndexRemoveOptions(GalleryAt):
         None, description="text file of image paths to delete, one per line"
     )
     pid: int | None = Field(None, description="delete every crop of this person")
+    purge: bool = Field(
+        False, description="also rewrite every segment file that held deleted rows, so that the "
+        "index's files no longer contain them (faiss)",
+    )  # fmt: skip
 
     @field_validator("pid")
     @classmethod
@@ -106,6 +132,14 @@ class IndexBuildOptions(GalleryAt):
     calibration: str | None = Field(
         None, description="calibration file (reid calibrate) kept with the index, for search "
         "--threshold far=X; it must come from the model of the features",
+    )  # fmt: skip
+    max_segments: int = Field(
+        32, ge=0, le=1 << 16, description="past this many segments, the adjacent half with the "
+        "fewest rows is merged into one (faiss; 0: only reid index compact)",
+    )  # fmt: skip
+    max_deleted: float = Field(
+        0.25, ge=0, le=1, description="a segment whose deleted rows pass this share of its rows "
+        "is rewritten without them (faiss; 0: only reid index compact)",
     )  # fmt: skip
 
     @field_validator("hnsw", "ivfpq")

@@ -24,7 +24,9 @@ from reidcli.recipe.data import MAX_SIDE
 from reidcli.recipe.gallery_options import (
     GalleryAt,
     HnswOptions,
+    IndexAddOptions,
     IndexBuildOptions,
+    IndexRebuildOptions,
     IndexRemoveOptions,
     IndexSearch,
     IvfpqOptions,
@@ -49,7 +51,8 @@ from reidcli.recipe.options_base import (
 __all__ = [
     "DEFAULT_FARS", "EXPORT_BATCH", "EXPORT_WORKERS", "RUNNER_HELP", "CalibrateOptions",
     "EmbedOptions", "EvalOptions", "ExportOptions", "GalleryAt", "HnswOptions",
-    "IndexBackend", "IndexBuildOptions", "IndexKind", "IndexRemoveOptions", "IndexSearch",
+    "IndexAddOptions", "IndexBackend", "IndexBuildOptions", "IndexKind", "IndexRebuildOptions",
+    "IndexRemoveOptions", "IndexSearch",
     "IvfpqOptions", "Metric", "ModelRunner", "Options", "OptionsError", "PrepareOptions",
     "RerankOptions", "SearchOptions", "Size", "Split", "SyntheticOptions", "TrainOptions",
     "Triple", "check_fars", "parse_threshold",

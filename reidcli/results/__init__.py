@@ -32,8 +32,11 @@ from reidcli.results.deployment import (
 from reidcli.results.gallery import (
     Hit,
     IndexAddResult,
+    IndexCompactResult,
     IndexInfo,
+    IndexRebuildResult,
     IndexRemoveResult,
+    IndexUpgradeResult,
     QueryHits,
     SearchResult,
 )
@@ -53,8 +56,11 @@ __all__ = [
     "ExportedFile",
     "Hit",
     "IndexAddResult",
+    "IndexCompactResult",
     "IndexInfo",
+    "IndexRebuildResult",
     "IndexRemoveResult",
+    "IndexUpgradeResult",
     "Latency",
     "MatchThreshold",
     "MeasuredThreshold",

@@ -44,21 +44,72 @@ class IndexInfo(Record):
 
 @dataclass(frozen=True)
 class IndexAddResult(Record):
+    """`reid index add`: rows added (under ids first_id..last_id), replaced, and what the write
+    merged on its own (`compacted`)."""
+
     index: str
     added: int
     count: int
     before: int
     first_id: int
     last_id: int
+    replaced: int = 0
+    parts: int = 1
+    compacted: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class IndexRemoveResult(Record):
+    """`reid index remove`: rows removed, verified by a search; with `purge`, the segment files
+    rewritten without them (`purged`)."""
+
     index: str
     removed: int
     verified: bool
     before: int
     count: int
+    purged: list = field(default_factory=list)
+    compacted: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IndexCompactResult(Record):
+    """`reid index compact`: segments, deleted rows and bytes on disk before and after."""
+
+    index: str
+    segments_before: int
+    segments_after: int
+    deleted_dropped: int
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class IndexRebuildResult(Record):
+    """`reid index rebuild`: an IVF-PQ quantizer trained on the rows the index holds now;
+    recall@10 (against exact, on stored rows) of the index before and of the rebuilt one."""
+
+    index: str
+    count: int
+    nlist_before: int
+    nlist_after: int
+    trained_before: int | None
+    trained_after: int
+    recall_before: float | None
+    recall_after: float | None
+    written: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class IndexUpgradeResult(Record):
+    """`reid index upgrade`: a single-file index converted into an index folder."""
+
+    index: str
+    kind: str
+    count: int
+    kept: str
 
 
 @dataclass(frozen=True)

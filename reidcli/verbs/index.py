@@ -1,5 +1,6 @@
 """`reid index build|add|remove|calibrate`: creating, growing, pruning galleries and keeping
-their calibration (the stores themselves are `reidcli.index`; searching is `verbs.search`)."""
+their calibration (the stores themselves are `reidcli.index`; searching is `verbs.search`;
+compaction, rebuilding and upgrading are `verbs.index_upkeep`)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import numpy as np
 from reidcli import __version__
 from reidcli.errors import GalleryIndexError, OutputError, RecipeError
 from reidcli.index.gallery import AUTO_FLAT_MAX, Rows, prepare_vectors
-from reidcli.index.inputs import check_same_model, load_rows
+from reidcli.index.inputs import check_same_model, feature_sources, load_rows
 from reidcli.index.paths import spellings, stored_path
 from reidcli.index.store import info, open_gallery, writing
 from reidcli.metrics.features import recorded_model
-from reidcli.outputs import check_output_file
 from reidcli.recipe.options import (
     GalleryAt,
     HnswOptions,
+    IndexAddOptions,
     IndexBuildOptions,
     IndexRemoveOptions,
     IvfpqOptions,
@@ -76,7 +77,7 @@ def build_index(features: str | Path, out: str | Path, options: IndexBuildOption
     """See `reidcli.api.index_build`."""
     backend, uri = options.backend, options.uri
     if backend == "faiss":
-        _check_replaceable(check_output_file(out, "index file"), options.overwrite)
+        _check_replaceable(Path(out), options.overwrite)
     rows, stated = load_rows(features, "gallery")
     metric = options.metric
     if stated is not None and metric is not None and stated != metric:
@@ -90,10 +91,11 @@ def build_index(features: str | Path, out: str | Path, options: IndexBuildOption
             options.calibration, int(rows.features.shape[1]), metric, model, f"index {out}"
         )
     meta = {
-        "format": "reid-index", "version": 1, "backend": backend, "kind": kind, "metric": metric,
+        "format": "reid-index", "version": 2, "backend": backend, "kind": kind, "metric": metric,
         "dim": int(rows.features.shape[1]), "params": build, "search": search, "next_id": 0,
         "count": 0, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reidcli": __version__,
         "root": os.getcwd(), "model_sha256": model, "calibration": calibration,
+        "compact": {"max_segments": options.max_segments, "max_deleted": options.max_deleted},
     }  # fmt: skip
     rows = rooted(rows, meta["root"])
     started = time.perf_counter()
@@ -107,28 +109,42 @@ def build_index(features: str | Path, out: str | Path, options: IndexBuildOption
             from reidcli.index.faiss_backend import FaissGallery
 
             _check_replaceable(Path(out), options.overwrite)
+            if Path(out).is_file():  # an index of the single-file format, replaced as asked
+                Path(out).unlink()
             gallery = FaissGallery.build(Path(out), vectors, meta, options.seed)
         return _fill(gallery, rows, vectors, features, started, options)
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:
-    """An index file may replace only another reid index file, and only with `overwrite`.
+    """An index may replace only another reid index, and only with `overwrite`.
 
     Raises:
-        OutputError: `out` exists without `overwrite`, or is not a reid index.
+        OutputError: `out` exists without `overwrite`, or is not a reid index; a parent of it
+            is a file.
     """
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{out}: {parent} is a file, not a folder")
+            break
     if not out.exists():
         return
     if not overwrite:
         raise OutputError(f"{out} exists: remove it, or pass overwrite (--overwrite)")
-    from reidcli.index.container import Reader
+    from reidcli.index.legacy import refuse_legacy
+    from reidcli.index.segments import is_index_folder
 
+    if is_index_folder(out):
+        return
     try:
-        Reader(out)
-    except GalleryIndexError:
-        raise OutputError(
-            f"{out} exists and is not a reid index; reid never replaces files it did not write"
-        ) from None
+        if out.is_file():
+            refuse_legacy(out)
+    except GalleryIndexError as err:
+        if "reid index upgrade" in str(err):
+            return
+    raise OutputError(
+        f"{out} exists and is not a reid index; reid never replaces files it did not write"
+    )
 
 
 def _fill(gallery, rows, vectors, features, started, options: IndexBuildOptions) -> IndexInfo:
@@ -148,22 +164,47 @@ def _fill(gallery, rows, vectors, features, started, options: IndexBuildOptions)
     return IndexInfo.from_document(info(gallery))
 
 
-def add_to_index(index, features, at: GalleryAt) -> IndexAddResult:
+def add_to_index(index, features, options: IndexAddOptions) -> IndexAddResult:
     """See `reidcli.api.index_add`."""
-    rows, stated = load_rows(features, "gallery")
-    with writing(index, at.backend, at.uri):
-        gallery = open_gallery(index, at.backend, at.uri)
-        gallery.check_features(rows.features, str(features), stated)
-        check_same_model(gallery.meta.get("model_sha256"), recorded_model(features),
-                         str(features), index)  # fmt: skip
-        rows = rooted(rows, gallery.meta.get("root") or os.getcwd())
+    sources = feature_sources(features)
+    loaded = [(source, *load_rows(source, "gallery")) for source in sources]
+    with writing(index, options.backend, options.uri):
+        gallery = open_gallery(index, options.backend, options.uri)
+        root = gallery.meta.get("root") or os.getcwd()
+        parts = []
+        for source, rows, stated in loaded:
+            gallery.check_features(rows.features, str(source), stated)
+            check_same_model(gallery.meta.get("model_sha256"), recorded_model(source),
+                             str(source), index)  # fmt: skip
+            parts.append(rooted(rows, root))
+        paths = np.concatenate([rows.paths for rows in parts]).astype(str)
+        unique, seen = np.unique(paths, return_counts=True)
+        if (seen > 1).any():
+            twice = unique[seen > 1]
+            raise GalleryIndexError(
+                f"{features}: {twice.size} paths appear more than once ({_shown(twice)}): "
+                "nothing added"
+            )
+        present = gallery.ids_of(paths=paths)
+        if present.size and not options.replace:
+            stored = gallery.labels(present)[0]
+            raise GalleryIndexError(
+                f"{present.size} of the {len(paths)} paths are already in {index} "
+                f"({_shown(stored)}): nothing added; pass --replace to replace their rows"
+            )
         before = gallery.count
-        present = gallery.ids_of(paths=rows.paths.astype(str))
         if present.size:
-            log.warning("%d of the paths are already in the index: added again", present.size)
-        ids = gallery.add(rows)
+            gallery.remove(present)
+        ids = np.concatenate([gallery.add(rows) for rows in parts])
         gallery.save()
-    return IndexAddResult(str(index), len(ids), gallery.count, before, int(ids[0]), int(ids[-1]))
+    return IndexAddResult(str(index), len(ids), gallery.count, before, int(ids[0]), int(ids[-1]),
+                          int(present.size), len(parts),
+                          list(getattr(gallery, "compacted", [])))  # fmt: skip
+
+
+def _shown(paths) -> str:
+    paths = [str(p) for p in paths]
+    return ", ".join(paths[:SHOWN]) + (", ..." if len(paths) > SHOWN else "")
 
 
 def calibrate_index(index, calibration, at: GalleryAt) -> IndexInfo:
@@ -207,9 +248,23 @@ def remove_from_index(index, options: IndexRemoveOptions) -> IndexRemoveResult:
             ids = _ids_of_paths(gallery, wanted, paths_file, index)
         before = gallery.count
         result = gallery.remove(ids)
+        purged = []
+        if options.purge:
+            if not hasattr(gallery, "purge"):
+                raise GalleryIndexError(
+                    "--purge applies to faiss index folders; Milvus removes deleted rows from its "
+                    "files when it compacts its segments, on its own schedule"
+                )
+            purged = gallery.purge()
         gallery.save()
     return IndexRemoveResult(
-        str(index), result["removed"], result["verified"], before, gallery.count
+        str(index),
+        result["removed"],
+        result["verified"],
+        before,
+        gallery.count,
+        purged,
+        [line for line in getattr(gallery, "compacted", []) if line not in purged],
     )
 
 
@@ -231,10 +286,9 @@ def _ids_of_paths(gallery, wanted: list[str], paths_file, index):
     stored = set(gallery.labels(ids)[0].tolist()) if ids.size else set()
     missing = [path for path, spelled in forms.items() if stored.isdisjoint(spelled)]
     if missing:
-        shown = ", ".join(missing[:SHOWN]) + (", ..." if len(missing) > SHOWN else "")
         raise GalleryIndexError(
             f"{len(missing)} of the {len(wanted)} paths in {paths_file} are not in {index} "
-            f"({shown}): nothing removed. Paths are matched as written, absolute, and relative "
-            f"to the index's root {root}"
+            f"({_shown(missing)}): nothing removed. Paths are matched as written, absolute, and "
+            f"relative to the index's root {root}"
         )
     return ids
