@@ -291,3 +291,55 @@ def test_readme_tracker_snippet_matches_embed(run, exported, tmp_path, capsys, m
     assert got.shape == expected.shape and cos.min() > 0.999
     others = (got[0] * expected[1]).sum() / np.linalg.norm(got[0]) / np.linalg.norm(expected[1])
     assert others < cos.min()  # a different person is further away
+
+
+def test_torchrun_shards_the_inputs_and_the_parts_add_as_segments(run, tmp_path):
+    pytest.importorskip("faiss")
+    import subprocess
+    import sys
+
+    from tests.train_support import ONE_THREAD
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(21):  # two shards of 10 and 11
+        pixels = rng.integers(0, 256, (60 + i, 30, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(crops / f"c{i:02d}.jpg")
+    one = api.embed(run, (crops,), out=tmp_path / "one.npz", device="cpu", workers=0)
+    parts = tmp_path / "parts"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               "2", "-m", "reidcli", "embed", str(run), str(crops), "--out", str(parts),
+               "--device", "cpu", "--workers", "0"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("embedded 21 images") == 1  # rank 0 reports for both
+    listing = json.loads((parts / "parts.json").read_text())
+    assert listing == {"parts": ["part-00000-of-00002.npz", "part-00001-of-00002.npz"],
+                       "rows": [10, 11], "world_size": 2, "inputs": 21}  # fmt: skip
+    whole = np.load(one.out)
+    pieces = [np.load(parts / name) for name in listing["parts"]]
+    assert np.concatenate([p["paths"] for p in pieces]).tolist() == whole["paths"].tolist()
+    # other batch boundaries: the same features up to float rounding
+    np.testing.assert_allclose(np.concatenate([p["features"] for p in pieces]),
+                               whole["features"], rtol=0, atol=1e-5)  # fmt: skip
+    assert all(str(p.get("model_sha256")) == str(whole.get("model_sha256")) for p in pieces)
+    # the parts go into an index as two segments in one step
+    seed = tmp_path / "seed.npz"
+    stated = {k: whole[k] for k in ("model_sha256", "distance") if k in whole}
+    np.savez(seed, features=whole["features"][:2] + 1, paths=np.array(["x.jpg", "y.jpg"]),
+             **stated)  # fmt: skip
+    api.index_build(seed, tmp_path / "g.idx")
+    added = api.index_add(tmp_path / "g.idx", parts).to_json()
+    assert (added["added"], added["parts"], added["count"]) == (21, 2, 23)
+    info = api.index_info(tmp_path / "g.idx").to_json()
+    assert [s["rows"] for s in info["segments"]] == [2, 10, 11]
+    own = api.search(tmp_path / "g.idx", one.out, topk=1).to_json()
+    assert all(e["hits"][0]["path"] == e["path"] for e in own["results"])
+    # a folder that is not (only) parts is refused before any work
+    (parts / "notes.txt").write_text("x")
+    refused = subprocess.run(command, cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert refused.returncode != 0 and "not reid embed parts" in refused.stderr
+    assert (parts / "notes.txt").is_file() and (parts / "parts.json").is_file()

@@ -361,6 +361,8 @@ def test_milvus_lite_returns_the_faiss_flat_hits(files, tmp_path):
     # the same commands grow and prune it
     added = reid("index", "add", "gallery", str(files["more"]), "--backend", "milvus", "--uri", uri)
     assert added.returncode == 0, added.stderr
+    again = reid("index", "add", "gallery", str(files["more"]), "--backend", "milvus", "--uri", uri)
+    assert again.returncode == 1 and "40 of the 40 paths are already in" in again.stderr
     gone = api.index_remove("gallery", pid=0, backend="milvus", uri=uri).to_json()
     assert gone["verified"] and gone["count"] == 1540 - gone["removed"] and gone["removed"] > 0
     hits = api.search("gallery", files["queries"], topk=50, backend="milvus", uri=uri).to_json()

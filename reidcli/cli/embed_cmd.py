@@ -1,5 +1,6 @@
 """`reid embed`: features of images or of a prepared dataset, from a checkpoint or an export."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def embed_cmd(
     result = api.embed(model, tuple(inputs or ()), options, reporter=console_reporter(quiet))
     for item in result.skipped:
         print(f"skipped unreadable image: {item.error}", file=sys.stderr)
+    if result.parts is not None and os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports for every rank
     if not quiet:
         print(
             f"embedded {result.num_images} images ({result.embedding_dim}-d) with "

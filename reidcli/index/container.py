@@ -247,31 +247,10 @@ class DiskRows:
         return self.shape[0]
 
     def take(self, positions: np.ndarray) -> np.ndarray:
-        """(n, D) rows at `positions` (in that order).
-
-        The reads are issued from READERS threads at once: rows not in the page cache come
-        from the disk, whose latency overlaps instead of adding up.
-        """
-        unique, inverse = np.unique(positions, return_inverse=True)
-        out = np.empty((len(unique), self.shape[1]), dtype=self.dtype)
-        view = memoryview(out).cast("B")
-        fd, size = self.fd, self.row_bytes
-
-        def read(rows: range) -> None:
-            for j in rows:
-                row = int(unique[j])
-                got = os.preadv(fd, [view[j * size : (j + 1) * size]], self.offset + row * size)
-                if got != size:
-                    raise GalleryIndexError(f"{self.path}: truncated while reading row {row}")
-
-        step = max(1, -(-len(unique) // READERS))
-        parts = [range(a, min(len(unique), a + step)) for a in range(0, len(unique), step)]
-        if len(parts) > 1:
-            list(_pool().map(read, parts))
-        else:
-            for part in parts:
-                read(part)
-        return out[inverse.ravel()]
+        """(n, D) rows at `positions` (in that order); see `gather`."""
+        out = np.empty((len(positions), self.shape[1]), dtype=self.dtype)
+        gather(out, [(self, np.asarray(positions), np.arange(len(positions)))])
+        return out
 
     def read(self) -> np.ndarray:
         """Every row, in memory (from the file this object opened)."""
@@ -283,3 +262,38 @@ class DiskRows:
                 raise GalleryIndexError(f"{self.path}: truncated vectors section")
             done += got
         return out
+
+
+def gather(out: np.ndarray, requests: list) -> None:
+    """Fill rows of `out` from `DiskRows`: each request is (rows, positions in it, rows of out).
+
+    The reads of every request are issued from READERS threads at once: rows not in the page
+    cache come from the disk, whose latency overlaps instead of adding up (also across the
+    files of several segments).
+    """
+    view = memoryview(out).cast("B")
+    size = out.shape[1] * out.itemsize
+    reads = []  # (rows, row in it, row of out), each distinct row of a file read once
+    for rows, positions, slots in requests:
+        if rows.row_bytes != size or rows.dtype != out.dtype:
+            raise GalleryIndexError(f"{rows.path}: rows of another width")
+        unique, first = np.unique(positions, return_index=True)
+        reads += [(rows, int(r), int(slots[i])) for r, i in zip(unique, first, strict=True)]
+
+    def read(part: list) -> None:
+        for rows, row, slot in part:
+            got = os.preadv(rows.fd, [view[slot * size : (slot + 1) * size]],
+                            rows.offset + row * size)  # fmt: skip
+            if got != size:
+                raise GalleryIndexError(f"{rows.path}: truncated while reading row {row}")
+
+    step = max(1, -(-len(reads) // READERS))
+    parts = [reads[a : a + step] for a in range(0, len(reads), step)]
+    if len(parts) > 1:
+        list(_pool().map(read, parts))
+    else:
+        for part in parts:
+            read(part)
+    for _, positions, slots in requests:  # repeated positions: copies of the row read
+        unique, first, inverse = np.unique(positions, return_index=True, return_inverse=True)
+        out[slots] = out[slots[first][inverse.ravel()]]

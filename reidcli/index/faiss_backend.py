@@ -28,7 +28,7 @@ import numpy as np
 from reidcli import __version__
 from reidcli.errors import GalleryIndexError
 from reidcli.index import segments as store
-from reidcli.index.container import Reader, atomic_write
+from reidcli.index.container import Reader, atomic_write, gather
 from reidcli.index.gallery import UNKNOWN, Gallery, to_distance
 from reidcli.index.segments import Stored, path_hashes
 
@@ -481,8 +481,9 @@ class FaissGallery(Gallery):
             dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
         return ids, np.where(ids < 0, np.nan, dist)
 
-    def _segment_rows(self, ids: np.ndarray, fetch) -> np.ndarray:
-        """(n, D) rows of row ids, `fetch(segment, positions in it)` per segment holding some."""
+    def _segment_rows(self, ids: np.ndarray, fetch, requests: list | None = None) -> np.ndarray:
+        """(n, D) rows of row ids, `fetch(segment, positions in it)` per segment holding some
+        (when `fetch` appends to `requests`, the rows of `out` it is for are added there)."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         firsts = np.array([segment.first_id for segment in self.segments], dtype=np.int64)
@@ -496,16 +497,29 @@ class FaissGallery(Gallery):
                 raise GalleryIndexError(
                     f"{self.path}: row ids missing from the segments (corrupt?)"
                 )
+            asked = len(requests) if requests is not None else 0
             out[chosen] = fetch(segment, positions)
+            if requests is not None and len(requests) > asked:
+                requests[-1] = (*requests[-1], np.flatnonzero(chosen))
         return out
 
-    def _stored_vectors(self, segment: Stored, positions: np.ndarray) -> np.ndarray:
-        if "vectors" in segment.data:
-            return segment.data["vectors"][positions]
-        rows = segment._cache.get("rows")
-        if rows is None:
-            rows = segment._cache["rows"] = segment.reader.rows("vectors")
-        return rows.take(positions)
+    def _refine_rows(self, ids: np.ndarray) -> np.ndarray:
+        """IVF-PQ's float32 rows of row ids: new segments' from memory, the others' read from
+        their files in one batch of concurrent reads (`container.gather`)."""
+        requests = []
+
+        def fetch(segment: Stored, positions: np.ndarray) -> np.ndarray:
+            if "vectors" in segment.data:
+                return segment.data["vectors"][positions]
+            rows = segment._cache.get("rows")
+            if rows is None:
+                rows = segment._cache["rows"] = segment.reader.rows("vectors")
+            requests.append((rows, positions))
+            return np.zeros((len(positions), self.dim), np.float32)  # read below
+
+        out = self._segment_rows(ids, fetch, requests)
+        gather(out, [(rows, positions, slots) for rows, positions, slots in requests])
+        return out
 
     def _vectors(self, ids):
         if self.kind == "ivfpq" and self.meta["params"].get("refine", 0) <= 0:
@@ -521,7 +535,7 @@ class FaissGallery(Gallery):
                 ids, lambda segment, at: self._graph(segment).reconstruct_batch(at)
             )
         if self.meta["params"].get("refine", 0) > 0:
-            return self._segment_rows(ids, self._stored_vectors)
+            return self._refine_rows(ids)
         return self._segment_rows(  # decoded from the PQ codes
             ids, lambda segment, at: self.quantizer.sa_decode(
                 np.ascontiguousarray(segment.array("codes")[at]))

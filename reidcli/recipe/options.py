@@ -242,7 +242,10 @@ class EmbedOptions(Options):
     dataset: str | None = Field(
         None, description="prepared dataset: write its query/gallery features file"
     )
-    out: str = Field("features.npz", description="features .npz to write")
+    out: str = Field(
+        "features.npz", description="features .npz to write (under torchrun: a folder of parts, "
+        "one per process)",
+    )  # fmt: skip
     batch: int | None = Field(
         None,
         ge=1,

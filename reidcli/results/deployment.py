@@ -123,7 +123,7 @@ class SkippedImage(Record):
 
 @dataclass(frozen=True)
 class EmbedResult(Record):
-    """`reid embed`: the features file written."""
+    """`reid embed`: the features file written (a folder of parts under torchrun)."""
 
     out: str
     model: str
@@ -136,9 +136,9 @@ class EmbedResult(Record):
     images_per_second: float
     num_query: int | None = None
     num_gallery: int | None = None
+    parts: int | None = None  # a sharded embed (torchrun): the parts written, one per rank
 
     def to_json(self) -> dict:
         doc = super().to_json()
-        return {
-            k: v for k, v in doc.items() if v is not None or k not in ("num_query", "num_gallery")
-        }
+        optional = ("num_query", "num_gallery", "parts")
+        return {k: v for k, v in doc.items() if v is not None or k not in optional}
