@@ -179,7 +179,7 @@ def search(
     """The top-K gallery rows of each query.
 
     Args:
-        index: the index file, or the collection name (Milvus).
+        index: the index folder, or the collection name (Milvus).
         queries: a features file (`reid embed` output, or the query side of a `reid eval
             --features` file); or, with `options.model`, images, folders and lists to embed.
         options: a `SearchOptions` (model, topk, nprobe/ef_search, exclude_same_camera, out,

@@ -18,7 +18,7 @@ BACKENDS = ("faiss", "milvus")
 
 
 def open_gallery(index: str | Path, backend: str = "faiss", uri: str | None = None) -> Gallery:
-    """An existing gallery: a faiss index file, or a Milvus collection at `uri`."""
+    """An existing gallery: a faiss index folder, or a Milvus collection at `uri`."""
     check_backend(backend, uri)
     if backend == "milvus":
         from reidcli.index.milvus_backend import MilvusGallery
@@ -37,7 +37,7 @@ def check_backend(backend: str, uri: str | None) -> None:
 
 
 def _lock_path(index, backend: str, uri: str | None) -> Path | None:
-    """The lock file of an index file or a Milvus Lite file; None for a Milvus server."""
+    """The lock file of an index folder or a Milvus Lite file; None for a Milvus server."""
     if backend == "faiss":
         path = Path(index)
         return path.with_name(f".{path.name}.lock")

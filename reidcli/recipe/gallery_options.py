@@ -11,10 +11,10 @@ from reidcli.recipe.options_base import IndexBackend, IndexKind, Metric, Options
 
 
 class GalleryAt(Options):
-    """Where a gallery is: a faiss index file, or a Milvus collection."""
+    """Where a gallery is: a faiss index folder, or a Milvus collection."""
 
     backend: IndexBackend = Field(
-        "faiss", description="faiss: one local file; milvus: a collection at uri"
+        "faiss", description="faiss: a local index folder; milvus: a collection at uri"
     )
     uri: str | None = Field(
         None, description="Milvus server (http://host:19530) or Milvus Lite file (gallery.db)"
