@@ -41,14 +41,8 @@ def embed(model, inputs: tuple, options: EmbedOptions, reporter: Reporter) -> Em
     out = check_output_file(options.out, "features file")
     paths = collect_inputs(inputs) if options.dataset is None else None
     count = len(paths) if paths is not None else _dataset_size(Path(options.dataset))
-    runner, defaults = load_runner(model, options.device, options, options.recipe)
-    runner = _faster_runner(runner, defaults[3], options, count, reporter)
-    batch_size = _batch_size(runner, options.batch, defaults[0])
-    workers = defaults[1] if options.workers is None else options.workers
-    stated = {} if defaults[2] is None else {"distance": np.asarray(defaults[2])}
+    runner, batch_size, workers, stated = _runner(model, options, count, reporter)
     model_sha256 = runner_model(runner)
-    if model_sha256 is not None:
-        stated[MODEL_KEY] = np.asarray(model_sha256)
     started = time.perf_counter()
     if options.dataset is not None:
         counts = _embed_dataset(
@@ -112,21 +106,14 @@ def _embed_sharded(model, inputs: tuple, options: EmbedOptions, reporter) -> Emb
     init_process_group("gloo")
     try:
         if rank == 0:  # exports a checkpoint for ONNX Runtime once, if it picks it
-            runner, defaults = load_runner(model, options.device, options, options.recipe)
-            runner = _faster_runner(runner, defaults[3], options, len(paths) // world, reporter)
+            prepared = _runner(model, options, len(paths) // world, reporter)
             out.mkdir(parents=True, exist_ok=True)
             for old in out.iterdir():  # the previous parts go before any rank writes its own
                 old.unlink()
         dist.barrier()
         if rank != 0:
-            runner, defaults = load_runner(model, options.device, options, options.recipe)
-            runner = _faster_runner(runner, defaults[3], options, len(paths) // world, reporter)
-        batch_size = _batch_size(runner, options.batch, defaults[0])
-        workers = defaults[1] if options.workers is None else options.workers
-        stated = {} if defaults[2] is None else {"distance": np.asarray(defaults[2])}
-        model_sha256 = runner_model(runner)
-        if model_sha256 is not None:
-            stated[MODEL_KEY] = np.asarray(model_sha256)
+            prepared = _runner(model, options, len(paths) // world, reporter)
+        runner, batch_size, workers, stated = prepared
         started = time.perf_counter()
         shard = paths[rank * len(paths) // world : (rank + 1) * len(paths) // world]
         feats, kept, skipped = run_images(runner, shard, batch_size, workers, options.strict,
@@ -150,6 +137,20 @@ def _embed_sharded(model, inputs: tuple, options: EmbedOptions, reporter) -> Emb
         skipped=tuple(SkippedImage(s["path"], s["error"]) for s in skipped),
         images_per_second=round(total / max(seconds, 1e-9), 2), parts=world,
     )  # fmt: skip
+
+
+def _runner(model, options: EmbedOptions, count: int, reporter) -> tuple:
+    """(runner, batch size, decoding workers, what the features file states: its distance and
+    checkpoint) for `count` images."""
+    runner, defaults = load_runner(model, options.device, options, options.recipe)
+    runner = _faster_runner(runner, defaults[3], options, count, reporter)
+    batch_size = _batch_size(runner, options.batch, defaults[0])
+    workers = defaults[1] if options.workers is None else options.workers
+    stated = {} if defaults[2] is None else {"distance": np.asarray(defaults[2])}
+    model_sha256 = runner_model(runner)
+    if model_sha256 is not None:
+        stated[MODEL_KEY] = np.asarray(model_sha256)
+    return runner, batch_size, workers, stated
 
 
 def _dataset_size(root: Path) -> int:
