@@ -79,7 +79,8 @@ def test_every_catalog_model_exports_with_parity(tmp_path, name):
     assert [item["format"] for item in result["exports"]] == ["onnx", "torchscript"]
     for item, suffix in zip(result["exports"], (".onnx", ".torchscript"), strict=True):
         path = Path(item["path"])
-        assert path == checkpoint.with_suffix(suffix)
+        # named as BoxMOT recognises it: <model>_<dataset>[_<checkpoint>]
+        assert path == tmp_path / f"{BOXMOT_NAMES.get(name, name)}_synthetic_last{suffix}"
         parity = item["parity"]
         assert parity["passed"] and [b["batch"] for b in parity["batches"]] == [1, 7]
         for row in parity["batches"]:
@@ -91,7 +92,7 @@ def test_every_catalog_model_exports_with_parity(tmp_path, name):
     height, width = SIZES.get(name, (64, 32))
     images = torch.randn(3, 3, height, width, generator=torch.Generator().manual_seed(5))
     expected = reference_embedding(checkpoint, images)
-    got = load_exported_runner(checkpoint.with_suffix(".onnx"), "cpu")(images)
+    got = load_exported_runner(Path(result["exports"][0]["path"]), "cpu")(images)
     assert got.shape == expected.shape == (3, result["exports"][0]["embedding_dim"])
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
@@ -146,7 +147,8 @@ def test_pt2_program_round_trips_through_embed(tmp_path):
     result = api.export(tmp_path, formats="pt2").to_json()
     (item,) = result["exports"]
     path = Path(item["path"])
-    assert path == checkpoint.with_suffix(".pt2") and item["exporter"] == "torch.export"
+    assert path == checkpoint.with_name("osnet_x0_25_synthetic_last.pt2")
+    assert item["exporter"] == "torch.export"
     assert item["parity"]["passed"] and [b["batch"] for b in item["parity"]["batches"]] == [1, 7]
     meta = json.loads(sidecar_path(path).read_text())
     extra = {"reid_metadata.json": ""}
@@ -438,7 +440,9 @@ def test_recipe_for_weights_without_one(osnet, tmp_path, capsys):
     code, stdout, stderr = run_cli(capsys, "export", str(weights), "--format", "torchscript",
                                    "--recipe", str(recipe), "--json")  # fmt: skip
     assert code == 0, stderr
-    assert json.loads(stdout)["exports"][0]["path"] == str(tmp_path / "model-best.torchscript")
+    assert json.loads(stdout)["exports"][0]["path"] == str(
+        tmp_path / "osnet_x0_25_synthetic_model-best.torchscript"
+    )
 
 
 def test_export_leaves_the_output_of_other_threads_alone(osnet, tmp_path, capfd):

@@ -19,6 +19,8 @@ pytest.importorskip("openvino")
 # `make test` runs this module in a process of its own.
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.openvino]
 
+STEM = "osnet_x0_25_synthetic_last"  # the default name of the export below
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path]:
@@ -33,11 +35,12 @@ def test_the_folder_holds_the_ir_and_its_metadata(exported):
     import openvino as ov
 
     checkpoint, folder = exported
-    assert folder == checkpoint.parent / "last_openvino_model" and folder.is_dir()
+    # named as BoxMOT recognises it: <model>_<dataset>[_<checkpoint>]_openvino_model
+    assert folder == checkpoint.parent / "osnet_x0_25_synthetic_last_openvino_model"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "last.bin", "last.xml", "last.xml.metadata.json",
+        f"{STEM}.bin", f"{STEM}.xml", f"{STEM}.xml.metadata.json",
     ]  # fmt: skip
-    sidecar = json.loads((folder / "last.xml.metadata.json").read_text())
+    sidecar = json.loads((folder / f"{STEM}.xml.metadata.json").read_text())
     assert sidecar["format"] == "openvino" and sidecar["exporter"] == "legacy + openvino"
     assert sidecar["model_name"] == "osnet_x0_25" and sidecar["input_size"] == [64, 32]
     assert sidecar["openvino_version"] == ov.__version__ and sidecar["precision"] == "fp32"
@@ -45,7 +48,7 @@ def test_the_folder_holds_the_ir_and_its_metadata(exported):
     assert parity["passed"] and [b["batch"] for b in parity["batches"]] == [1, 7]
     core = ov.Core()
     core.set_property({"ENABLE_MMAP": False})  # the folder is replaced by a later test
-    model = core.read_model(str(folder / "last.xml"))
+    model = core.read_model(str(folder / f"{STEM}.xml"))
     assert json.loads(model.get_rt_info("reid_metadata").astype(str)) == sidecar
     assert model.input(0).get_any_name() == "images"
 
@@ -54,7 +57,7 @@ def test_embed_of_the_folder_equals_the_checkpoint(exported):
     checkpoint, folder = exported
     images = torch.randn(5, 3, 64, 32, generator=torch.Generator().manual_seed(3))
     expected = reference_embedding(checkpoint, images)
-    for path in (folder, folder / "last.xml"):  # the folder, or its .xml file
+    for path in (folder, folder / f"{STEM}.xml"):  # the folder, or its .xml file
         runner = load_exported_runner(path, "cpu")
         got = runner(images)
         assert runner.backend == "openvino" and got.shape == expected.shape
@@ -81,9 +84,9 @@ def test_cli_embeds_with_the_folder(exported, tmp_path, capsys):
 
 def test_a_second_export_replaces_its_own_folder_and_keeps_anyone_elses(exported, capsys):
     checkpoint, folder = exported
-    before = (folder / "last.xml.metadata.json").stat().st_mtime_ns
+    before = (folder / f"{STEM}.xml.metadata.json").stat().st_mtime_ns
     api.export(checkpoint, formats="openvino", exporter="legacy", check=False)
-    assert (folder / "last.xml.metadata.json").stat().st_mtime_ns != before
+    assert (folder / f"{STEM}.xml.metadata.json").stat().st_mtime_ns != before
     other = checkpoint.parent / "theirs_openvino_model"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -110,7 +113,7 @@ def test_bad_ir_inputs_are_one_line_errors(exported, tmp_path, capsys):
     (garbage / "garbage.bin").write_bytes(b"\0" * 16)
     no_bin = tmp_path / "nobin_openvino_model"
     no_bin.mkdir()
-    (no_bin / "nobin.xml").write_bytes((folder / "last.xml").read_bytes())
+    (no_bin / "nobin.xml").write_bytes((folder / f"{STEM}.xml").read_bytes())
     empty = tmp_path / "empty_openvino_model"
     empty.mkdir()
     cases = {

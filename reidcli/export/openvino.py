@@ -50,7 +50,8 @@ def _model_name(path: Path, fallback: str) -> str:
 
 
 def folder_for(path: Path) -> Path:
-    """The IR folder of an output name: `best.pt` -> `best_openvino_model/`."""
+    """The IR folder of an output name: `lmbn_n_market1501` -> `lmbn_n_market1501_openvino_model/`
+    (an existing `..._openvino_model` name is kept)."""
     return path.with_name(f"{_model_name(path, path.stem)}{FOLDER_SUFFIX}")
 
 

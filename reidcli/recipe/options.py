@@ -228,7 +228,8 @@ class ExportOptions(Options):
 
     out: str | None = Field(
         None,
-        description="file to write (one format); default beside the checkpoint (best.onnx)",
+        description="file to write (one format); default beside the checkpoint, named for "
+        "trackers: <model>_<dataset> (lmbn_n_market1501.onnx)",
     )
     recipe: str | None = Field(
         None, description="recipe of a weights file that carries none (LightMBN .pth)"

@@ -44,8 +44,8 @@ def export(target, options: ExportOptions, overrides: list[str]) -> ExportResult
         from reidcli.export.openvino import require_openvino
 
         require_openvino()
-    paths = [_default_path(f, checkpoint, cfg.int8) if options.out is None else Path(options.out)
-             for f in cfg.formats]  # fmt: skip
+    paths = [_default_path(f, checkpoint, rec, cfg.int8) if options.out is None
+             else Path(options.out) for f in cfg.formats]  # fmt: skip
     for fmt, path in zip(cfg.formats, paths, strict=True):  # all checked before any is written
         if path.resolve() == checkpoint.resolve():
             raise RecipeError(f"out {path} is the checkpoint being exported; choose another file")
@@ -63,16 +63,28 @@ def export(target, options: ExportOptions, overrides: list[str]) -> ExportResult
     return ExportResult(str(checkpoint), job.sha256, rec.model.name, tuple(exports))
 
 
-def _default_path(fmt: str, checkpoint: Path, int8: bool = False) -> Path:
-    """Beside the checkpoint: best.onnx (best-int8.onnx), best.pt2, best.torchscript,
-    best_openvino_model/."""
+def default_stem(checkpoint: Path, recipe) -> str:
+    """The name of a default export, as trackers recognise it: `<model>_<dataset>` (BoxMOT's
+    model name where it has one: `lmbn_n_market1501`), `_<checkpoint>` added for a checkpoint
+    other than `best.pt` (`lmbn_n_market1501_last`)."""
+    from reidcli.export.metadata import BOXMOT_NAMES
+
+    model = BOXMOT_NAMES.get(recipe.model.name, recipe.model.name)
+    stem = f"{model}_{recipe.data.dataset}"
+    return stem if checkpoint.stem == "best" else f"{stem}_{checkpoint.stem}"
+
+
+def _default_path(fmt: str, checkpoint: Path, recipe, int8: bool = False) -> Path:
+    """Beside the checkpoint, named by `default_stem`: lmbn_n_market1501.onnx (-int8.onnx),
+    .pt2, .torchscript, lmbn_n_market1501_openvino_model/."""
+    stem = default_stem(checkpoint, recipe)
     if int8:
-        return checkpoint.with_name(f"{checkpoint.stem}-int8.onnx")
+        return checkpoint.with_name(f"{stem}-int8.onnx")
     if fmt == "openvino":
         from reidcli.export.openvino import folder_for
 
-        return folder_for(checkpoint)
-    return checkpoint.with_suffix(SUFFIXES[fmt])
+        return folder_for(checkpoint.with_name(stem))
+    return checkpoint.with_name(stem + SUFFIXES[fmt])
 
 
 def _with_overrides(trained, overrides: list[str], checkpoint):
