@@ -145,6 +145,31 @@ def test_side_by_side_layouts_cudnn_backends_and_train(monkeypatch):
     assert report["env"]["onnxruntime"]
 
 
+def test_the_int8_backend_times_a_quantized_graph(monkeypatch):
+    import onnx
+
+    from reidcli.export import int8
+
+    real, quantized = int8.quantize, []
+
+    def recording(fp32, out, images, input_name):
+        real(fp32, out, images, input_name)
+        ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+        quantized.append((len(images), "QuantizeLinear" in ops and "DequantizeLinear" in ops))
+
+    monkeypatch.setattr(int8, "quantize", recording)
+    report = api.bench(
+        overrides={**TINY, "bench.batch": [2], "bench.channels_last": True,
+                   "bench.backend": ["onnxruntime-int8"]},
+    ).to_json()  # fmt: skip
+    check_report(report)
+    rows = {(r["backend"], r["channels_last"]): r for r in report["results"]}
+    assert rows[("onnxruntime-int8", False)]["error"] is None
+    assert rows[("onnxruntime-int8", False)]["images_per_s"] > 0
+    assert rows[("onnxruntime-int8", True)]["error"].startswith("not applicable")
+    assert quantized == [(16, True)]  # one QDQ graph, calibrated on 16 random images
+
+
 def test_compile_wraps_the_timed_module_in_both_modes(monkeypatch):
     # Dynamo traces the real modules; its eager backend stands in for inductor, whose C++ code
     # generation takes about a minute for the smallest model on two cores.

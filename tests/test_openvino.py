@@ -138,9 +138,10 @@ def test_bench_times_the_openvino_backend():
     report = api.bench(
         overrides={"model.name": "osnet_x0_25", "data.height": 64, "data.width": 32,
                    "bench.batch": [2], "bench.warmup": 0, "bench.iters": 1,
-                   "bench.backend": ["onnxruntime", "openvino"]},
+                   "bench.backend": ["onnxruntime", "openvino", "openvino-int8"]},
     ).to_json()  # fmt: skip
     rows = {r["backend"]: r for r in report["results"]}
-    assert rows["openvino"]["error"] is None and rows["openvino"]["images_per_s"] > 0
+    for backend in ("openvino", "openvino-int8"):  # the INT8 row runs the quantized ONNX graph
+        assert rows[backend]["error"] is None and rows[backend]["images_per_s"] > 0
     assert rows["onnxruntime"]["error"] is None
     assert report["env"]["openvino"]

@@ -90,7 +90,7 @@ def render_report(report: BenchReport, console: Console | None = None) -> None:
 
 
 def _setting(row: BenchRow) -> str:
-    parts = [row.precision]
+    parts = ["int8" if row.backend.endswith("-int8") else row.precision]
     if row.channels_last:
         parts.append("channels_last")
     if row.cudnn_benchmark is not None:

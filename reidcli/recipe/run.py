@@ -220,7 +220,9 @@ class Export(Section):
         )
 
 
-BenchBackend = Literal["torch", "torchscript", "onnxruntime", "openvino"]
+BenchBackend = Literal[
+    "torch", "torchscript", "onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8"
+]
 
 
 class Bench(Section):
@@ -246,7 +248,10 @@ class Bench(Section):
     cudnn_benchmark: bool = Field(False, description="time cudnn.benchmark on beside off (CUDA)")
     compile: bool = Field(False, description="torch.compile the model (torch backend)")
     backend: tuple[BenchBackend, ...] = Field(
-        ("torch",), description="eval mode: torch, torchscript, onnxruntime and/or openvino"
+        ("torch",),
+        description="eval mode: torch, torchscript, onnxruntime, openvino, "
+        "onnxruntime-int8 and/or openvino-int8 (the ONNX file quantized to INT8 by ONNX Runtime, "
+        "calibrated on random images: speed only; reid export --int8 measures accuracy)",
     )
     device: Device = Field("auto", description="where the model runs")
     threads: int | None = Field(

@@ -99,12 +99,17 @@ def plan(recipe: Recipe, device: torch.device) -> list[tuple[Setting, str | None
 def _not_applicable(setting: Setting, cuda: bool) -> str | None:
     if setting.cudnn_benchmark and not cuda:
         return "not applicable: cuDNN runs only on CUDA devices"
+    int8 = setting.backend.endswith("-int8")
+    if int8 and setting.precision != "fp32":
+        return f"not applicable: {setting.backend} runs the INT8 graph quantized from fp32"
     if setting.backend != "torch" and setting.precision == "bf16":
         return f"not applicable: {setting.backend} runs the exported fp32 or fp16 graph"
-    if setting.backend in ("onnxruntime", "openvino") and setting.channels_last:
+    if setting.backend not in ("torch", "torchscript") and setting.channels_last:
         return f"not applicable: {setting.backend} chooses its own memory layout"
-    if setting.backend == "openvino" and cuda:
+    if setting.backend.startswith("openvino") and cuda:
         return "not applicable: OpenVINO runs on the CPU here"
+    if int8 and cuda:
+        return "not applicable: the INT8 graph is timed on the CPU"
     return None
 
 
@@ -259,7 +264,7 @@ def _measure_row(recipe, setting: Setting, reason, device, cache: steps.StepCach
         torch.backends.cudnn.benchmark = cudnn_before
     p50, p90, p99 = (float(v) for v in np.percentile(times, [50, 90, 99]))
     # ONNX Runtime allocates GPU memory outside torch's allocator: not measured there.
-    unseen = device.type == "cuda" and setting.backend == "onnxruntime"
+    unseen = device.type == "cuda" and setting.backend.startswith("onnxruntime")
     row.update(
         images_per_s=setting.batch / p50,
         latency_ms={"p50": p50 * 1e3, "p90": p90 * 1e3, "p99": p99 * 1e3},

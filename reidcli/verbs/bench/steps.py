@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from reidcli.recipe import Recipe
@@ -125,27 +126,48 @@ def torchscript_runner(recipe, fp16: bool, fmt, example, device) -> Callable:
     return run
 
 
+# INT8 rows: the graph calibrated on this many random images (their speed, not their accuracy).
+INT8_CALIBRATION_IMAGES = 16
+
+
 def exported_runner(backend: str, recipe, fp16: bool, device, folder: Path) -> Callable:
-    """The model exported to ONNX (and converted to OpenVINO IR for `openvino`), as run."""
+    """The model exported to ONNX (and converted to OpenVINO IR for `openvino`), as run;
+    `*-int8`: the ONNX file quantized by ONNX Runtime (QDQ, as `reid export --int8` writes it)
+    on random images, run by ONNX Runtime or converted for OpenVINO."""
     from reidcli.export.writers import export_onnx, require_onnxruntime
     from reidcli.inference.runners import open_onnx
 
-    if backend == "onnxruntime":
+    runtime, _, int8 = backend.partition("-")
+    if runtime == "onnxruntime" or int8:
         require_onnxruntime()
     graph = embedding_graph(recipe, build(recipe).eval(), fp16=fp16)
     path = folder / f"model-{'fp16' if fp16 else 'fp32'}.onnx"
-    if not path.exists():  # both backends run the same ONNX file
+    if not path.exists():  # every backend runs the same ONNX file
         example = torch.zeros(2, 3, recipe.data.height, recipe.data.width)
         export_onnx(graph, example, path, opset=recipe.export.opset, dynamic_batch=True)
-    if backend == "onnxruntime":
+    if int8:
+        path = _quantized(path, recipe)
+    if runtime == "onnxruntime":
         run, _ = open_onnx(path, device.type, recipe.bench.threads)
         return run
     from reidcli.export.openvino import convert, open_openvino
 
-    ir = folder / f"model-{'fp16' if fp16 else 'fp32'}_openvino_model"
+    ir = folder / f"{path.stem}_openvino_model"
     convert(path, ir, {}, fp16)
     run, _ = open_openvino(ir, device.type, recipe.bench.threads)
     return run
+
+
+def _quantized(fp32: Path, recipe) -> Path:
+    """The INT8 version of the ONNX file `fp32` beside it (made once)."""
+    from reidcli.export.int8 import quantize
+
+    out = fp32.with_name("model-int8.onnx")
+    if not out.exists():
+        generator = np.random.default_rng(0)
+        shape = (INT8_CALIBRATION_IMAGES, 3, recipe.data.height, recipe.data.width)
+        quantize(fp32, out, generator.standard_normal(shape).astype(np.float32), "images")
+    return out
 
 
 def train_step(recipe: Recipe, setting: Setting, device) -> Callable[[], None]:

@@ -59,7 +59,7 @@ def environment(device: torch.device, backends: list[str]) -> dict:
         env["native_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         env["native_fp16"] = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
     for backend in ("onnxruntime", "openvino"):
-        if backend in backends:
+        if any(b.split("-")[0] == backend for b in backends):
             try:
                 env[backend] = importlib.import_module(backend).__version__
             except ImportError:
