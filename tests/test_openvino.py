@@ -145,3 +145,31 @@ def test_bench_times_the_openvino_backend():
         assert rows[backend]["error"] is None and rows[backend]["images_per_s"] > 0
     assert rows["onnxruntime"]["error"] is None
     assert report["env"]["openvino"]
+
+
+def test_an_int8_ir_folder_is_checked_by_retrieval_under_openvino(dataset, tmp_path):
+    import openvino as ov
+
+    make_checkpoint(tmp_path, "osnet_x0_25", data={"root": str(dataset)})
+    # fresh weights: the check is run and recorded, its bound opened (the ONNX INT8 tests
+    # check refusals with a trained model)
+    result = api.export(tmp_path, formats="openvino", int8=True, calibrate=str(dataset),
+                        calibration_images=64, max_map_drop=100.0).to_json()  # fmt: skip
+    (item,) = result["exports"]
+    folder = Path(item["path"])
+    assert folder.name == "osnet_x0_25_synthetic_last_int8_openvino_model"
+    stem = folder.name[: -len("_openvino_model")]
+    sidecar = json.loads((folder / f"{stem}.xml.metadata.json").read_text())
+    assert sidecar["precision"] == "int8" and sidecar["format"] == "openvino"
+    quantized = sidecar["int8"]
+    assert quantized["retrieval"]["passed"] and quantized["fp32_parity"]["passed"]
+    assert quantized["calibration"]["images"] == 64
+    assert set(quantized["retrieval"]["int8"]) == {"mAP", "rank1"}
+    # the IR holds the quantization (OpenVINO's FakeQuantize, run in int8 on the CPU)
+    core = ov.Core()
+    core.set_property({"ENABLE_MMAP": False})
+    ops = {op.get_type_name() for op in core.read_model(str(folder / f"{stem}.xml")).get_ops()}
+    assert "FakeQuantize" in ops
+    crops = sorted((dataset / "images").rglob("*.jpg"))[:6]
+    done = api.embed(folder, tuple(crops), out=tmp_path / "f.npz", device="cpu", workers=0)
+    assert done.num_images == 6 and done.backend == "openvino"

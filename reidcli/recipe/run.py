@@ -194,8 +194,11 @@ class Export(Section):
         if not self.formats:
             raise ValueError("give at least one format")
         if self.int8:
-            if tuple(self.formats) != ("onnx",):
-                raise ValueError("int8 applies to the onnx format only: export it on its own")
+            if tuple(self.formats) not in (("onnx",), ("openvino",)):
+                raise ValueError(
+                    "int8 applies to the onnx and openvino formats, one at a time: export it on "
+                    "its own"
+                )
             if self.calibrate is None:
                 raise ValueError(
                     "int8 needs calibration data: give calibrate (--calibrate DATA_DIR), a "

@@ -38,7 +38,7 @@ def export(target, options: ExportOptions, overrides: list[str]) -> ExportResult
         )
     if {"onnx", "openvino"} & set(cfg.formats):
         require_onnx()  # OpenVINO converts the ONNX graph
-        if (cfg.check or cfg.int8) and "onnx" in cfg.formats:
+        if cfg.int8 or (cfg.check and "onnx" in cfg.formats):
             require_onnxruntime()
     if "openvino" in cfg.formats:
         from reidcli.export.openvino import require_openvino
@@ -76,14 +76,14 @@ def default_stem(checkpoint: Path, recipe) -> str:
 
 def _default_path(fmt: str, checkpoint: Path, recipe, int8: bool = False) -> Path:
     """Beside the checkpoint, named by `default_stem`: lmbn_n_market1501.onnx (-int8.onnx),
-    .pt2, .torchscript, lmbn_n_market1501_openvino_model/."""
+    .pt2, .torchscript, lmbn_n_market1501_openvino_model/ (_int8_openvino_model/)."""
     stem = default_stem(checkpoint, recipe)
-    if int8:
-        return checkpoint.with_name(f"{stem}-int8.onnx")
     if fmt == "openvino":
         from reidcli.export.openvino import folder_for
 
-        return folder_for(checkpoint.with_name(stem))
+        return folder_for(checkpoint.with_name(f"{stem}_int8" if int8 else stem))
+    if int8:
+        return checkpoint.with_name(f"{stem}-int8.onnx")
     return checkpoint.with_name(stem + SUFFIXES[fmt])
 
 

@@ -96,6 +96,11 @@ def _export_openvino(folder: Path, job: ExportJob) -> ExportedFile:
         done = _onnx(graph, example, work / "graph.onnx", job)
         exporter = f"{done.exporter} + openvino"
         meta = _metadata("openvino", job, exporter, done.opset)
+        if job.recipe.export.int8:
+            meta = _quantized_openvino(work, folder, job, meta, inputs, float_pool)
+            replace_folder(work / folder.name, folder)
+            sidecar = ir_files(folder)[2]
+            return _exported("openvino", folder, sidecar, meta, done.fallback_reason, started)
         checked = work / "checked" / folder.name
         convert(work / "graph.onnx", checked, meta, job.fp16)
         meta["parity"] = _checked("openvino", checked, folder, job, inputs, float_pool)
@@ -110,28 +115,49 @@ def _export_openvino(folder: Path, job: ExportJob) -> ExportedFile:
     return _exported("openvino", folder, sidecar, meta, done.fallback_reason, started)
 
 
-def _quantized(tmp: Path, path: Path, job: ExportJob, meta: dict) -> dict:
-    """Replace the fp32 ONNX file at `tmp` by its INT8 version, if retrieval allows it.
+def _quantized_openvino(work: Path, folder: Path, job: ExportJob, meta: dict, inputs, pool):
+    """The fp32 ONNX graph in `work` quantized (QDQ) and converted to an IR folder staged at
+    `work/<folder name>`, if retrieval allows it: the check runs the IR under OpenVINO, which
+    computes the quantized layers in int8."""
+    from reidcli.export.openvino import convert, open_openvino
 
-    The fp32 file's parity with PyTorch moves into `int8.fp32_parity`; the file's own check is
-    the retrieval comparison in `int8.retrieval`."""
+    graph = work / "graph.onnx"
+    meta["parity"] = _checked("onnx", graph, folder, job, inputs, pool)  # the fp32 graph
+    quantized = work / "graph-int8.onnx"
+    meta = _int8_meta(meta, job, lambda: _quantize_checked(
+        graph, quantized, folder, job,
+        lambda: _ir_runner(convert, open_openvino, quantized, work / "checked" / folder.name),
+    ))  # fmt: skip
+    meta["openvino_precision"] = "int8 (quantized layers), f32 elsewhere"
+    convert(quantized, work / folder.name, meta, False)
+    return meta
+
+
+def _ir_runner(convert, open_openvino, onnx_file: Path, folder: Path):
+    convert(onnx_file, folder, {}, False)
+    return open_openvino(folder)[0]
+
+
+def _quantize_checked(fp32: Path, out: Path, path: Path, job: ExportJob, int8_runner) -> tuple:
+    """Quantize `fp32` into `out` and compare retrieval (fp32 under ONNX Runtime against
+    `int8_runner()`); (check, calibration), or ParityError when the drop is too large."""
     from reidcli.data.transforms import build_inference_transform
     from reidcli.export import int8
 
     cfg, contract = job.recipe.export, job.contract
     transform = build_inference_transform(contract.size, contract.mean, contract.std)
     images, calibration = job.calibration  # read by `export` before anything was written
-    quantized = tmp.with_name(f"{tmp.name}.int8")
-    try:
-        int8.quantize(tmp, quantized, images, INPUT_NAME)
-        check = int8.retrieval_check(
-            open_onnx(tmp)[0], open_onnx(quantized)[0], job.recipe, transform, cfg.max_map_drop
-        )
-        if not check["passed"]:
-            raise int8.refuse(check, calibration, path)
-        os.replace(quantized, tmp)
-    finally:
-        quantized.unlink(missing_ok=True)
+    int8.quantize(fp32, out, images, INPUT_NAME)
+    check = int8.retrieval_check(
+        open_onnx(fp32)[0], int8_runner(), job.recipe, transform, cfg.max_map_drop
+    )
+    if not check["passed"]:
+        raise int8.refuse(check, calibration, path)
+    return check, calibration
+
+
+def _int8_meta(meta: dict, job: ExportJob, quantize_and_check) -> dict:
+    check, calibration = quantize_and_check()
     fp32_parity = meta.pop("parity")
     return {
         **meta,
@@ -146,6 +172,22 @@ def _quantized(tmp: Path, path: Path, job: ExportJob, meta: dict) -> dict:
         },
         "onnxruntime_version": require_onnxruntime().__version__,
     }
+
+
+def _quantized(tmp: Path, path: Path, job: ExportJob, meta: dict) -> dict:
+    """Replace the fp32 ONNX file at `tmp` by its INT8 version, if retrieval allows it.
+
+    The fp32 file's parity with PyTorch moves into `int8.fp32_parity`; the file's own check is
+    the retrieval comparison in `int8.retrieval`."""
+    quantized = tmp.with_name(f"{tmp.name}.int8")
+    try:
+        meta = _int8_meta(meta, job, lambda: _quantize_checked(
+            tmp, quantized, path, job, lambda: open_onnx(quantized)[0]
+        ))  # fmt: skip
+        os.replace(quantized, tmp)
+    finally:
+        quantized.unlink(missing_ok=True)
+    return meta
 
 
 def calibration_set(recipe, contract: InputContract) -> tuple:
