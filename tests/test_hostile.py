@@ -391,6 +391,18 @@ CASES = [
      "not a readable calibration"),
     ("eval --open-set withholding every identity",
      command("eval --features {feats} --open-set --unknown-ids 1000"), 1, "no known identity"),
+    ("index add of rows already there", command("index add {index} {gallery}", "{index}"), 1,
+     "25 of the 25 paths are already in"),
+    ("index add of a folder that is not embed parts",
+     command("index add {index} {data}", "{index}", "{data}"), 1, "parts.json"),
+    ("index compact of a missing index", command("index compact {tmp}/none.idx"), 1,
+     "no such index"),
+    ("index rebuild of a flat index", command("index rebuild {index}", "{index}"), 1,
+     "only IVF-PQ"),
+    ("index upgrade of a recipe", command("index upgrade {recipe}", "{recipe}"), 1,
+     "not a readable reid index"),
+    ("index upgrade of an index folder", command("index upgrade {index}", "{index}"), 1,
+     "already an index folder"),
 ]  # fmt: skip
 
 

@@ -97,8 +97,11 @@ def test_bad_int8_requests_are_one_line_errors(trained, dataset, tmp_path, capsy
     unreadable = doctored(dataset, tmp_path, "garbage")
     cases = [
         (["--int8"], 2, "int8 needs calibration data"),
-        (["--int8", "--calibrate", str(dataset), "--format", "pt2"], 2,
-         "onnx and openvino formats"),
+        (
+            ["--int8", "--calibrate", str(dataset), "--format", "pt2"],
+            2,
+            "onnx and openvino formats",
+        ),
         (["--int8", "--calibrate", str(dataset), "--fp16"], 2, "not with fp16"),
         (["--int8", "--calibrate", str(tmp_path / "nothing")], 1, "--calibrate"),
         (["--int8", "--calibrate", str(unreadable)], 1, "none of the 300 chosen crops"),
