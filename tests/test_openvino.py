@@ -154,7 +154,8 @@ def test_an_int8_ir_folder_is_checked_by_retrieval_under_openvino(dataset, tmp_p
     # fresh weights: the check is run and recorded, its bound opened (the ONNX INT8 tests
     # check refusals with a trained model)
     result = api.export(tmp_path, formats="openvino", int8=True, calibrate=str(dataset),
-                        calibration_images=64, max_map_drop=100.0).to_json()  # fmt: skip
+                        calibration_images=32, max_map_drop=100.0,
+                        exporter="legacy").to_json()  # fmt: skip
     (item,) = result["exports"]
     folder = Path(item["path"])
     assert folder.name == "osnet_x0_25_synthetic_last_int8_openvino_model"
@@ -163,7 +164,7 @@ def test_an_int8_ir_folder_is_checked_by_retrieval_under_openvino(dataset, tmp_p
     assert sidecar["precision"] == "int8" and sidecar["format"] == "openvino"
     quantized = sidecar["int8"]
     assert quantized["retrieval"]["passed"] and quantized["fp32_parity"]["passed"]
-    assert quantized["calibration"]["images"] == 64
+    assert quantized["calibration"]["images"] == 32
     assert set(quantized["retrieval"]["int8"]) == {"mAP", "rank1"}
     # the IR holds the quantization (OpenVINO's FakeQuantize, run in int8 on the CPU)
     core = ov.Core()
