@@ -71,7 +71,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"reid eval --runner {runner} failed: {done.stderr[-2000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = json.loads(done.stdout[done.stdout.index("{") :])  # an indented document
         maps[label] = result["metrics"]["mAP"] if "metrics" in result else result["mAP"]
         print(f"{label}: {seconds:.1f} s, {images / seconds:.1f} images/s, mAP {maps[label]:.6f}",
               flush=True)  # fmt: skip
