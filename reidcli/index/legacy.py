@@ -50,7 +50,8 @@ def upgrade(path: Path) -> dict:
     Raises:
         GalleryIndexError: not a version-1 index, or `PATH.v1` already exists.
     """
-    from reidcli.index.faiss_backend import MAX_DELETED, MAX_SEGMENTS, FaissGallery, import_faiss
+    from reidcli.index.faiss_backend import FaissGallery
+    from reidcli.index.faiss_common import MAX_DELETED, MAX_SEGMENTS, import_faiss
 
     path = Path(path)
     if path.is_dir():

@@ -42,7 +42,7 @@ def resolve_params(count: int, dim: int, options: IndexBuildOptions) -> tuple[st
         RecipeError: parameters of another kind than `auto` chose, or values the data cannot
             take (more lists than rows, sub-quantizers that do not divide the width).
     """
-    from reidcli.index.faiss_backend import default_nlist, default_pq_m
+    from reidcli.index.faiss_common import default_nlist, default_pq_m
 
     kind = options.kind
     if kind == "auto":

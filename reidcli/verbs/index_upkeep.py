@@ -52,7 +52,8 @@ def upgrade_index(index) -> IndexUpgradeResult:
 
 def rebuild_index(index, options: IndexRebuildOptions) -> IndexRebuildResult:
     """See `reidcli.api.index_rebuild`."""
-    from reidcli.index.faiss_backend import FaissGallery, default_nlist, train_quantizer
+    from reidcli.index.faiss_backend import FaissGallery
+    from reidcli.index.faiss_common import default_nlist, train_quantizer
     from reidcli.index.gallery import Rows
     from reidcli.verbs.index import NPROBE_SHARE
 
