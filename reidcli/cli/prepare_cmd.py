@@ -36,6 +36,7 @@ def prepare_cmd(
     verify: bool | None = option(PrepareOptions, "verify", "--verify/--no-verify"),
     strict: bool | None = option(PrepareOptions, "strict", "--strict/--no-strict"),
     overwrite: bool | None = option(PrepareOptions, "overwrite", "--overwrite/--no-overwrite"),
+    unlabeled: bool | None = option(PrepareOptions, "unlabeled", "--unlabeled/--labeled"),
     json_out: bool = json_option(),
     ids: int | None = option(PrepareOptions, "synthetic.ids", "--ids", rich_help_panel=SYNTHETIC),
     cams: int | None = option(
@@ -55,8 +56,8 @@ def prepare_cmd(
 
     given = {
         "root": root, "out": out, "val_ids": val_ids, "seed": seed, "verify": verify,
-        "strict": strict, "overwrite": overwrite, "synthetic.ids": ids, "synthetic.cams": cams,
-        "synthetic.images_per_id": images_per_id, "synthetic.size": size,
+        "strict": strict, "overwrite": overwrite, "unlabeled": unlabeled, "synthetic.ids": ids,
+        "synthetic.cams": cams, "synthetic.images_per_id": images_per_id, "synthetic.size": size,
     }  # fmt: skip
     options = build(PrepareOptions, given, FLAGS)
     console = Console(stderr=True)

@@ -17,6 +17,7 @@ from reidcli.data.manifest import (
     split_stats,
 )
 from reidcli.data.synthetic import SyntheticSpec, write_synthetic
+from reidcli.data.unlabeled import parse_unlabeled, unlabeled_manifest
 from reidcli.errors import DatasetError
 from reidcli.recipe.options import PrepareOptions
 from reidcli.outputs import OutputFolder
@@ -46,6 +47,11 @@ def prepare(dataset: str, options: PrepareOptions) -> dict:
             dataset and `overwrite` is not set.
     """
     layout = get_layout(dataset)
+    if options.unlabeled and dataset != "folder":
+        raise DatasetError(
+            f"--unlabeled prepares a folder (or CSV) of crops without identities: "
+            f"`reid prepare folder --root DIR --unlabeled`, not {dataset}"
+        )
     out = Path(options.out if options.out is not None else Path("data") / dataset).absolute()
     spec = None
     if dataset == "synthetic":
@@ -60,6 +66,8 @@ def prepare(dataset: str, options: PrepareOptions) -> dict:
 def _prepare_into(folder, layout, source, spec, options: PrepareOptions) -> dict:
     """The body of `prepare`, writing into the claimed output folder."""
     out, replaced = folder.path, len(folder.previous)
+    if options.unlabeled:
+        return _prepare_unlabeled(folder, source, options)
     if spec is not None:
         folder.check_replaceable("images")
         partial = out / ".images.partial"
@@ -70,15 +78,8 @@ def _prepare_into(folder, layout, source, spec, options: PrepareOptions) -> dict
     else:
         scan = _scan(layout, source, folder)
     df, dropped = build_manifest(scan.records)
+    df, corrupt = _drop_corrupt(df, options)
     verify, strict, val_ids, seed = options.verify, options.strict, options.val_ids, options.seed
-    corrupt = verify_images(df.path.tolist(), options.workers) if verify else []
-    if corrupt:
-        listing = "; ".join(f"{path}: {reason}" for path, reason in corrupt[:SHOWN])
-        message = f"{len(corrupt)} images cannot be decoded: {listing}"
-        if strict:
-            raise DatasetError(message + " (strict)")
-        log.warning("%s; skipped", message)
-        df = df[~df.path.isin({path for path, _ in corrupt})].reset_index(drop=True)
     for split in ("train", "query", "gallery"):
         if not (df.split == split).any():
             raise DatasetError(f"the {split} split of {scan.root} has no usable images")
@@ -112,6 +113,51 @@ def _prepare_into(folder, layout, source, spec, options: PrepareOptions) -> dict
         info["synthetic"] = spec.__dict__
     folder.own(MANIFEST, INFO)
     save_prepared(df, info, out)
+    return info
+
+
+def _drop_corrupt(df, options: PrepareOptions):
+    """The manifest without the images that do not decode (an error with `strict`), and those."""
+    corrupt = verify_images(df.path.tolist(), options.workers) if options.verify else []
+    if corrupt:
+        listing = "; ".join(f"{path}: {reason}" for path, reason in corrupt[:SHOWN])
+        message = f"{len(corrupt)} images cannot be decoded: {listing}"
+        if options.strict:
+            raise DatasetError(message + " (strict)")
+        log.warning("%s; skipped", message)
+        df = df[~df.path.isin({path for path, _ in corrupt})].reset_index(drop=True)
+    return df, corrupt
+
+
+def _prepare_unlabeled(folder: OutputFolder, source: Path, options: PrepareOptions) -> dict:
+    """Crops without identities: a train split with pid -1 (see `reidcli.data.unlabeled`)."""
+    scan = parse_unlabeled(source)
+    df, corrupt = _drop_corrupt(unlabeled_manifest(scan), options)
+    if df.empty:
+        raise DatasetError(f"{source}: no image of the {len(scan.records)} found decodes")
+    train = df[df.split == "train"]
+    cameras = int(train.camid[train.camid > 0].nunique())
+    info = {
+        "dataset": "folder",
+        "unlabeled": True,
+        "root": str(scan.root),
+        "source": str(source),
+        "manifest": "manifest.csv",
+        "splits": {"train": {"images": len(df), "identities": 0, "cameras": cameras}},
+        "junk_dropped": 0,
+        "distractors_kept": 0,
+        "distractors_dropped_outside_gallery": 0,
+        "non_images_ignored": sorted(scan.ignored),
+        "corrupt_skipped": [{"path": path, "reason": reason} for path, reason in corrupt],
+        "verified": options.verify,
+        "val_ids": 0,
+        "seed": options.seed,
+        "official": {"status": "n/a", "expected": None, "message": "unlabeled crops"},
+        "replaced_files": len(folder.previous),
+        "reid_version": __version__,
+    }
+    folder.own(MANIFEST, INFO)
+    save_prepared(df, info, folder.path)
     return info
 
 

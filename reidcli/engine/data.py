@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 
 from reidcli.data.manifest import carve_validation, load_manifest
+from reidcli.data.unlabeled import is_unlabeled
 from reidcli.errors import DatasetError
 from reidcli.recipe import Recipe
 
@@ -24,6 +25,11 @@ class RunData:
 def load_run_data(recipe: Recipe) -> RunData:
     """Read the prepared manifest; carve validation identities when asked and none exist."""
     frame = load_manifest(recipe.data.root, recipe.data.manifest)
+    if is_unlabeled(frame):
+        raise DatasetError(
+            f"{recipe.data.root} holds unlabeled crops (reid prepare --unlabeled): training needs "
+            "identities; adapt a trained model to these cameras with `reid adapt` (adapt.target)"
+        )
     if not (frame["split"] == "val_query").any() and recipe.train.val_ids > 0:
         frame = carve_validation(frame, recipe.train.val_ids, recipe.train.seed)
     train = frame[frame["split"] == "train"].reset_index(drop=True)

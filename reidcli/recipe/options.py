@@ -49,13 +49,39 @@ from reidcli.recipe.options_base import (
 )
 
 __all__ = [
-    "DEFAULT_FARS", "EXPORT_BATCH", "EXPORT_WORKERS", "RUNNER_HELP", "CalibrateOptions",
-    "EmbedOptions", "EvalOptions", "ExportOptions", "GalleryAt", "HnswOptions",
-    "IndexAddOptions", "IndexBackend", "IndexBuildOptions", "IndexKind", "IndexRebuildOptions",
-    "IndexRemoveOptions", "IndexSearch",
-    "IvfpqOptions", "Metric", "ModelRunner", "Options", "OptionsError", "PrepareOptions",
-    "RerankOptions", "SearchOptions", "Size", "Split", "SyntheticOptions", "TrainOptions",
-    "Triple", "check_fars", "parse_threshold",
+    "DEFAULT_FARS",
+    "EXPORT_BATCH",
+    "EXPORT_WORKERS",
+    "RUNNER_HELP",
+    "AdaptOptions",
+    "CalibrateOptions",
+    "EmbedOptions",
+    "EvalOptions",
+    "ExportOptions",
+    "GalleryAt",
+    "HnswOptions",
+    "IndexAddOptions",
+    "IndexBackend",
+    "IndexBuildOptions",
+    "IndexKind",
+    "IndexRebuildOptions",
+    "IndexRemoveOptions",
+    "IndexSearch",
+    "IvfpqOptions",
+    "Metric",
+    "ModelRunner",
+    "Options",
+    "OptionsError",
+    "PrepareOptions",
+    "RerankOptions",
+    "SearchOptions",
+    "Size",
+    "Split",
+    "SyntheticOptions",
+    "TrainOptions",
+    "Triple",
+    "check_fars",
+    "parse_threshold",
 ]  # fmt: skip
 
 
@@ -99,7 +125,18 @@ class PrepareOptions(Options):
     workers: int | None = Field(
         None, ge=1, le=256, description="processes verifying images (default 1)"
     )
+    unlabeled: bool = Field(
+        False,
+        description="folder: crops without identities (a folder searched recursively, or a CSV "
+        "path[,camid]) as a train split for reid adapt; names are not parsed",
+    )
     synthetic: SyntheticOptions = SyntheticOptions()
+
+    @model_validator(mode="after")
+    def _unlabeled(self) -> PrepareOptions:
+        if self.unlabeled and self.val_ids:
+            raise ValueError("val_ids needs identities; unlabeled crops have none")
+        return self
 
 
 class TrainOptions(Options):
@@ -125,6 +162,26 @@ class TrainOptions(Options):
             )
         if self.overwrite and (self.resume or self.resume_from is not None):
             raise ValueError("overwrite starts a run over; it does not combine with resuming")
+        return self
+
+
+class AdaptOptions(Options):
+    """`reid adapt`: the run folder and how the run starts (the recipe's `adapt` section says
+    what is adapted to what)."""
+
+    out: str | None = Field(
+        None, description="run folder; default runs/<recipe name>-<date>-<time>"
+    )
+    resume: bool = Field(False, description="continue the run in --out from its last.pt")
+    overwrite: bool = Field(
+        False, description="start over in an --out that holds a run (reid's files only)"
+    )
+    device: Device = Field("auto", description="where to adapt")
+
+    @model_validator(mode="after")
+    def _one_start(self) -> AdaptOptions:
+        if self.overwrite and self.resume:
+            raise ValueError("overwrite starts a run over; it does not combine with resume")
         return self
 
 

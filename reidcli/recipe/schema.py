@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from reidcli.recipe.adapt import Adapt
 from reidcli.recipe.base import Section
 from reidcli.recipe.data import Data
 from reidcli.recipe.loss import METRIC_TERMS, CrossEntropy, LossTerm, parse_loss_string
@@ -25,6 +26,9 @@ class Recipe(Section):
     eval: Eval = Eval()
     export: Export = Export()
     bench: Bench = Bench()
+    adapt: Adapt | None = Field(
+        None, description="reid adapt: unsupervised adaptation to new cameras (unused by train)"
+    )
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -67,6 +71,11 @@ class Recipe(Section):
             m >= epochs for m in self.schedule.milestones
         ):
             raise ValueError(f"schedule.milestones must be below train.epochs ({epochs})")
+        if self.adapt is not None and self.schedule.per != "epoch":
+            raise ValueError(
+                "adapt: set schedule.per to epoch (the clustering sets how many steps an epoch "
+                "has, so the schedule advances once per epoch)"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
