@@ -21,6 +21,14 @@ def golden(rerank_golden):
 
 def _dense_reference(dist_sq, q, k1, k2, lam):
     """SPEC §3 step by step on a dense (N, N) squared-distance matrix, one item at a time."""
+    v, d = dense_encoding(dist_sq, k1, k2)
+    mins = np.minimum(v[:q, None, :], v[None, q:, :]).sum(-1)  # (Q, G)
+    jaccard = 1 - mins / (2 - mins)
+    return (1 - lam) * jaccard + lam * d[:q, q:]
+
+
+def dense_encoding(dist_sq, k1, k2):
+    """SPEC §3's encodings V (N, N) and the row-normalised distances d, one item at a time."""
     n = dist_sq.shape[0]
     d = (dist_sq / dist_sq.max(1, keepdims=True)).astype(np.float32)
     rank = np.argsort(d, axis=1, kind="stable")
@@ -43,9 +51,7 @@ def _dense_reference(dist_sq, q, k1, k2, lam):
         v[i, idx] = w / w.sum()
     if k2 != 1:
         v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
-    mins = np.minimum(v[:q, None, :], v[None, q:, :]).sum(-1)  # (Q, G)
-    jaccard = 1 - mins / (2 - mins)
-    return (1 - lam) * jaccard + lam * d[:q, q:]
+    return v, d
 
 
 def test_golden_from_features(golden):

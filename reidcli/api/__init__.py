@@ -27,10 +27,10 @@ from reidcli.api.gallery import (
     search,
 )
 from reidcli.api.overrides import Overrides, as_overrides
-from reidcli.api.training import prepare, train
+from reidcli.api.training import adapt, prepare, train
 
 __all__ = [
-    "Overrides", "as_overrides", "bench", "bench_gate", "calibrate", "check_calibration",
+    "Overrides", "adapt", "as_overrides", "bench", "bench_gate", "calibrate", "check_calibration",
     "compare_bench", "embed", "evaluate",
     "export", "index_add", "index_build", "index_calibrate", "index_compact", "index_info",
     "index_rebuild", "index_remove", "index_upgrade",

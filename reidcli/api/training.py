@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reidcli.api.overrides import Overrides, as_overrides
-from reidcli.recipe.options import PrepareOptions, SyntheticOptions, TrainOptions
+from reidcli.recipe.options import AdaptOptions, PrepareOptions, SyntheticOptions, TrainOptions
 from reidcli.reporting import Reporter
-from reidcli.results import PreparedDataset, TrainResult
+from reidcli.results import AdaptResult, PreparedDataset, TrainResult
 
 if TYPE_CHECKING:
     from reidcli.recipe import Recipe
@@ -74,3 +74,41 @@ def train(
         fields["out"] = out_dir
     options = TrainOptions.resolve(options, fields)
     return start_training(recipe, options, as_overrides(overrides), reporter)
+
+
+def adapt(
+    recipe: Recipe | str | Path | None = None,
+    out_dir: str | Path | None = None,
+    options: AdaptOptions | None = None,
+    *,
+    overrides: Overrides = (),
+    reporter: Reporter | None = None,
+    **fields: Any,
+) -> AdaptResult:
+    """Adapt a trained model to new cameras from their unlabeled crops (the recipe's `adapt`).
+
+    Writes a run folder as `train` does (recipe.yaml, env.json, metrics.jsonl with a `clusters`
+    record per epoch, last.pt), which `evaluate`, `export` and `embed` take unchanged.
+
+    Args:
+        recipe: a `Recipe` with an `adapt` section, a recipe file, or None with `resume`.
+        out_dir: the run folder (`AdaptOptions.out`); default `runs/<recipe name>-<date>-<time>`.
+        options: an `AdaptOptions` (`resume`, `overwrite`, `device`), or its fields as keyword
+            arguments.
+        overrides: recipe values that win over the file (`adapt.source=RUN`, ...).
+        reporter: progress and messages (silent when None).
+
+    Raises:
+        RecipeError: an invalid recipe, no adapt section, inconsistent resume arguments.
+        CheckpointError: the source is missing or of another model or input size.
+        DatasetError: the target crops are missing, empty or unreadable.
+        TrainingError: the clustering finds no cluster (the message says which eps would help),
+            a non-finite loss, a refused resume.
+        OutputError, InUseError: the run folder cannot be written now.
+    """
+    from reidcli.engine.adapt import start_adaptation
+
+    if out_dir is not None:
+        fields["out"] = out_dir
+    options = AdaptOptions.resolve(options, fields)
+    return start_adaptation(recipe, options, as_overrides(overrides), reporter)

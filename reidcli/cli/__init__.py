@@ -13,6 +13,7 @@ import sys
 import typer
 
 from reidcli import __version__, allocator
+from reidcli.cli.adapt_cmd import adapt_cmd
 from reidcli.cli.bench_cmd import bench_cmd
 from reidcli.cli.calibrate_cmd import calibrate_cmd
 from reidcli.cli.embed_cmd import embed_cmd
@@ -40,6 +41,7 @@ app.add_typer(recipe_app, name="recipe")
 app.add_typer(index_app, name="index")
 app.command("prepare")(prepare_cmd)
 app.command("train")(train_cmd)
+app.command("adapt")(adapt_cmd)
 app.command("eval")(eval_cmd)
 app.command("rerank")(rerank_cmd)
 app.command("export")(export_cmd)

@@ -1,6 +1,7 @@
 """Checkpoints: plain versioned dicts, written atomically, loadable with weights_only=True."""
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -8,9 +9,11 @@ from typing import Any
 
 import torch
 
-from reidcli.errors import CheckpointError, TrainingError
+from reidcli.errors import CheckpointError, ReidError, TrainingError
 from reidcli.models.weights import load_torch_file
 from reidcli.recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("version", "model", "recipe", "num_classes", "epoch", "step")
@@ -29,6 +32,34 @@ RESUMABLE_CHANGES = (
     "export",
     "bench",
 )
+
+
+def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
+    """The checkpoint to evaluate.
+
+    Args:
+        target: a run folder (its best.pt, else last.pt), a checkpoint file, or None for the
+            most recently written run under `runs_dir`.
+
+    Raises:
+        ReidError: nothing to evaluate there.
+    """
+    if target is None:
+        runs = Path(runs_dir)
+        candidates = [p for p in runs.glob("*/last.pt")] if runs.is_dir() else []
+        if not candidates:
+            raise ReidError(f"no run found under {runs}/; give a run folder or checkpoint")
+        target = max(candidates, key=lambda p: p.stat().st_mtime).parent
+        log.warning("evaluating the newest run: %s", target)
+    target = Path(target)
+    if target.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (target / name).is_file():
+                return target / name
+        raise CheckpointError(f"{target}: no best.pt or last.pt in this folder")
+    if not target.is_file():
+        raise CheckpointError(f"{target}: no such run folder or checkpoint")
+    return target
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

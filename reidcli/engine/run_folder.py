@@ -45,7 +45,9 @@ def trim_metrics(path: Path, step: int, epoch: int) -> int:
 
     A record belongs to the resumed state when its step is earlier, or equal with its epoch
     not beyond the checkpoint's (a kill between an epoch's record and its checkpoint leaves an
-    epoch record at the checkpoint's step + the epoch's steps). A torn last line is dropped.
+    epoch record at the checkpoint's step + the epoch's steps). `reid adapt`'s clusters record
+    carries the 1-based number of the epoch it starts, so the one of an epoch not yet trained at
+    the checkpoint goes and is written again. A torn last line is dropped.
 
     Returns:
         The number of records dropped.
@@ -58,7 +60,7 @@ def trim_metrics(path: Path, step: int, epoch: int) -> int:
             record = json.loads(line)
             keep = record["step"] < step or (
                 record["step"] == step and record.get("epoch", 0) <= epoch
-                if record.get("kind") in ("epoch", "val")
+                if record.get("kind") in ("epoch", "val", "clusters")
                 else record["step"] <= step
             )
         except (ValueError, KeyError, TypeError):

@@ -70,6 +70,11 @@ def start_training(recipe, options: TrainOptions, overrides, reporter) -> TrainR
         resolved, name = override_recipe(recipe, overrides), recipe.model.name
     else:
         resolved, name = load_recipe(recipe, overrides), Path(recipe).stem
+    if resolved.adapt is not None:
+        raise RecipeError(
+            "this recipe has an adapt section: run it with `reid adapt RECIPE` (reid train "
+            "trains with labels and would ignore it)"
+        )
     if out is None:
         out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     update = {"out": out, "resume": False, "resume_from": resume_from}
@@ -272,8 +277,8 @@ class Trainer:
         parts.model.train()
         pending: list = []
         loss = 0.0
-        for batch in clean_errors(self.loader):
-            pending.append(images_and_labels(batch))
+        for micro_batch in self._batches():
+            pending.append(micro_batch)
             if len(pending) < accum:
                 continue
             stats = self.step_fn(pending, self.step)
@@ -304,6 +309,11 @@ class Trainer:
         self.epoch_rate = progress.end_epoch(
             self.epoch, cfg.epochs, self.epoch_loss, parts.optimizer.param_groups[0]["lr"]
         )
+
+    def _batches(self):
+        """(images, labels) micro-batches of the current epoch, from its position on."""
+        for batch in clean_errors(self.loader):
+            yield images_and_labels(batch)
 
     def _mean_loss(self) -> float:
         """Mean step loss of the current epoch so far, averaged over the ranks."""

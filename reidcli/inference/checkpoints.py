@@ -11,7 +11,7 @@ from reidcli.data.manifest import load_manifest
 from reidcli.engine.checkpoint import load_checkpoint, saved_recipe
 from reidcli.engine.runtime import Runtime
 from reidcli.engine.validate import embed_frame
-from reidcli.errors import CheckpointError, DatasetError, ReidError
+from reidcli.errors import CheckpointError, DatasetError
 from reidcli.metrics.features import Features
 from reidcli.models.catalog import build_model
 from reidcli.models.weights import load_weights, read_state_dict
@@ -21,34 +21,6 @@ from reidcli.reporting import Reporter
 log = logging.getLogger(__name__)
 
 SPLITS = {"test": ("query", "gallery"), "val": ("val_query", "val_gallery")}
-
-
-def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """The checkpoint to evaluate.
-
-    Args:
-        target: a run folder (its best.pt, else last.pt), a checkpoint file, or None for the
-            most recently written run under `runs_dir`.
-
-    Raises:
-        ReidError: nothing to evaluate there.
-    """
-    if target is None:
-        runs = Path(runs_dir)
-        candidates = [p for p in runs.glob("*/last.pt")] if runs.is_dir() else []
-        if not candidates:
-            raise ReidError(f"no run found under {runs}/; give a run folder or checkpoint")
-        target = max(candidates, key=lambda p: p.stat().st_mtime).parent
-        log.warning("evaluating the newest run: %s", target)
-    target = Path(target)
-    if target.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (target / name).is_file():
-                return target / name
-        raise CheckpointError(f"{target}: no best.pt or last.pt in this folder")
-    if not target.is_file():
-        raise CheckpointError(f"{target}: no such run folder or checkpoint")
-    return target
 
 
 def load_trained_model(

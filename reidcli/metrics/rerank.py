@@ -243,6 +243,40 @@ def iter_rerank(
     yield from _iter_final(FeatureSource(x), len(query_features), k1, k2, lambda_)
 
 
+def iter_jaccard(features, *, k1: int, k2: int, metric: Metric) -> Iterator[tuple[int, np.ndarray]]:
+    """The k-reciprocal Jaccard distances among all items of one set (the λ = 0 re-ranked
+    distance with every item as both query and gallery), by blocks of rows.
+
+    Pairs whose encodings share no item are at distance exactly 1; an item is at 0 from itself.
+
+    Args:
+        features: (N, D) array or tensor.
+        k1: k-reciprocal neighbourhood size.
+        k2: local query expansion size.
+        metric: "euclidean", or "cosine" to L2-normalise the embeddings first.
+
+    Yields:
+        (first row, (rows, N) float64 block of Jaccard distances), in order.
+    """
+    check_metric(metric)
+    x = as_array(features)
+    if metric == "cosine":
+        x = normalize(x)
+    n = x.shape[0]
+    _check_params(k1, k2, 0.0, n)
+    source = FeatureSource(x)
+    knn, row_max = nearest(source, max(k1 + 1, k2), symmetric=True)
+    v = _encode(source, knn, row_max, k1, k2)
+    del knn
+    v_by_col = v.transpose()  # (N, N) by columns
+    max_rows = max(1, FINAL_ELEMENTS // n)
+    for rows in _query_chunks(v, np.diff(v_by_col.indptr), max_rows):
+        tmin = min_sums(v.rows(rows.start, rows.stop), v_by_col)  # (r, N) float64
+        np.divide(tmin, 2.0 - tmin, out=tmin)
+        np.subtract(1.0, tmin, out=tmin)
+        yield rows.start, tmin
+
+
 def _collect(blocks: Iterator[tuple[int, np.ndarray]], num_query: int, num_gallery: int):
     """Fill one preallocated (Q, G) float32 matrix from the row blocks (no second copy)."""
     out = np.empty((num_query, num_gallery), dtype=np.float32)

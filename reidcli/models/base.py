@@ -24,10 +24,13 @@ class ReIDOutput(NamedTuple):
     Attributes:
         logits: one (B, num_classes) tensor per classification head.
         features: metric-learning features, e.g. LMBN's glo, glo_drop and g_par before BN.
+        embedding: (B, E) the embedding as evaluation computes it (before flip and
+            normalisation), from this training-mode pass (what `reid adapt` learns on).
     """
 
     logits: list[Tensor]
     features: list[Tensor]
+    embedding: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class BackboneBNNeck(ReIDModel):
         pre, post = self.head(self.backbone(x))
         if not self.training:
             return post
-        return ReIDOutput([self.head.classifier(post)], [pre])
+        return ReIDOutput([self.head.classifier(post)], [pre], post)
 
 
 def build_osnet_baseline(name: str, num_classes: int) -> BackboneBNNeck:

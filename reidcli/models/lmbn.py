@@ -147,7 +147,7 @@ class LMBN(ReIDModel):
         if not self.training:
             return torch.cat(post, 1)  # (B, 7 * feats), branch-major
         logits = [head.classifier(p) for head, p in zip(self.heads, post, strict=True)]
-        return ReIDOutput(logits, list(pre[:3]))
+        return ReIDOutput(logits, list(pre[:3]), torch.cat(post, 1))
 
 
 def build_lmbn_n(num_classes: int, feats: int = 512, drop_ratio: float = 0.33) -> LMBN:

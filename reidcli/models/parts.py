@@ -44,7 +44,7 @@ class PCB(ReIDModel):
         if not self.training:
             return joined
         logits = [head.classifier(f) for head, f in zip(self.heads, feats, strict=True)]
-        return ReIDOutput(logits, [joined])
+        return ReIDOutput(logits, [joined], joined)
 
 
 MGN_BRANCHES = ("p1", "p2", "p3")
@@ -91,4 +91,4 @@ class MGN(ReIDModel):
         if not self.training:
             return torch.cat(feats, 1)
         logits = [head.classifier(f) for head, f in zip(self.heads, feats, strict=True)]
-        return ReIDOutput(logits, feats[:3])
+        return ReIDOutput(logits, feats[:3], torch.cat(feats, 1))

@@ -40,10 +40,11 @@ from reidcli.results.gallery import (
     QueryHits,
     SearchResult,
 )
-from reidcli.results.metrics import EvalResult, Metrics, TrainResult
+from reidcli.results.metrics import AdaptResult, EvalResult, Metrics, TrainResult
 
 __all__ = [
     "METRIC_KEYS",
+    "AdaptResult",
     "BenchComparison",
     "BenchReport",
     "BenchRow",

@@ -116,3 +116,13 @@ class TrainResult(Record):
     def to_json(self) -> dict:
         return {"run_dir": self.run_dir, "status": self.status, "epochs": self.epochs_done,
                 "steps": self.steps, "best": self.best, "last_val": self.last_val}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AdaptResult(TrainResult):
+    """What an `adapt` call did: a training run's outcome and the last clustering."""
+
+    clusters: dict = field(default_factory=dict)  # clusters, outliers, eps, sizes
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "clusters": self.clusters}
