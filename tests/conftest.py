@@ -137,6 +137,7 @@ LONGEST_FIRST = (
     "test_train.py",
     "test_train_distributed.py",
     "test_train_faults.py",
+    "test_adapt.py",
     "test_export.py",
     "test_int8.py",
     "test_bench.py",

@@ -62,8 +62,10 @@ def test_training_outputs_and_gradients(name):
         assert logits.shape == (4, NUM_CLASSES)
     for feature in out.features:
         assert feature.ndim == 2 and feature.shape[0] == 4
+    # the embedding evaluation computes, from the training pass (what reid adapt learns on)
+    assert out.embedding.shape == (4, model.embedding_dim)
     loss = sum(F.cross_entropy(x, torch.arange(4)) for x in out.logits)
-    loss = loss + sum(f.pow(2).mean() for f in out.features)
+    loss = loss + sum(f.pow(2).mean() for f in out.features) + out.embedding.pow(2).mean()
     model.zero_grad()
     loss.backward()
     # Every trainable parameter gets a finite gradient: DDP needs no find_unused_parameters.

@@ -89,7 +89,7 @@ def cluster_target(
     pairs = jaccard_pairs(
         features, k1=cfg.k1, k2=cfg.k2, metric=recipe.eval.distance, progress=reporter.advance
     )
-    eps = cfg.eps if cfg.eps != "auto" else auto_eps(pairs, cfg.min_samples, cfg.eps_quantile)
+    eps = cfg.eps if cfg.eps != "auto" else auto_eps(pairs, cfg.eps_neighbours)
     labels = dbscan(pairs, eps, cfg.min_samples)
     if not (labels >= 0).any():
         raise TrainingError(_no_cluster_message(pairs, eps, cfg.min_samples, n))

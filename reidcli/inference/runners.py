@@ -78,8 +78,9 @@ def load_checkpoint_runner(
     Returns:
         The runner and the recipe.
     """
+    from reidcli.engine.checkpoint import find_checkpoint
     from reidcli.engine.runtime import Runtime
-    from reidcli.inference.checkpoints import find_checkpoint, load_trained_model
+    from reidcli.inference.checkpoints import load_trained_model
 
     checkpoint = find_checkpoint(target)
     model, recipe = load_trained_model(checkpoint, recipe_path)

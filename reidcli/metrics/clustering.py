@@ -73,14 +73,19 @@ def kth_neighbour_distance(pairs: SparseDistances, k: int) -> np.ndarray:
     return out
 
 
-def auto_eps(pairs: SparseDistances, min_samples: int, quantile: float) -> float:
-    """The radius that makes a `quantile` share of the items DBSCAN core items.
+def auto_eps(pairs: SparseDistances, neighbours: float) -> float:
+    """The mean distance of the N·neighbours closest (ordered) pairs of the N items.
 
-    An item is core when its (min_samples - 1)-th nearest other item lies within eps, so eps is
-    the quantile of that distance over the items: it follows the target's own distance
-    distribution (how tight its identities are under this model), not a constant.
+    Song et al. ("Unsupervised domain adaptive re-identification: theory and practice", 2018)
+    take the mean of a fixed share ρ of all N² pairs, which assumes the share of same-person
+    pairs is the same in every target; a share of about `neighbours` pairs per item holds from a
+    few hundred crops to millions. Either way the radius follows the target's own distances
+    under the current model (it shrinks as the model separates people), not a constant. Pairs
+    not held (distance 1) count as 1.
     """
-    return float(np.quantile(kth_neighbour_distance(pairs, min_samples - 1), quantile))
+    count = max(1, min(round(neighbours * pairs.n), pairs.n * (pairs.n - 1)))
+    held = np.sort(pairs.dists)[:count].astype(np.float64)
+    return float((held.sum() + (count - len(held))) / count)
 
 
 def dbscan(pairs: SparseDistances, eps: float, min_samples: int) -> np.ndarray:

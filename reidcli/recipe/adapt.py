@@ -28,16 +28,15 @@ class Clustering(Section):
     )
     eps: float | Literal["auto"] = Field(
         "auto",
-        description="DBSCAN radius on the Jaccard distance (0..1); auto: the eps_quantile of "
-        "the crops' distances to their (min_samples - 1)-th nearest other crop, re-derived at "
-        "every clustering from the target's own distances",
+        description="DBSCAN radius on the Jaccard distance (0..1); auto: the mean distance of "
+        "the target's closest pairs (eps_neighbours per crop), re-derived at every clustering",
     )
-    eps_quantile: float = Field(
-        0.7,
+    eps_neighbours: float = Field(
+        6.0,
         gt=0,
-        lt=1,
-        description="auto eps: the share of crops that are DBSCAN core crops (lower: tighter "
-        "clusters and more outliers)",
+        le=10_000,
+        description="auto eps: closest pairs per crop whose mean distance is the radius (lower: "
+        "tighter clusters and more outliers)",
     )
     min_samples: int = Field(
         4, ge=2, le=1000, description="DBSCAN: crops within eps (itself included) of a core crop"

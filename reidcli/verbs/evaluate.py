@@ -158,13 +158,9 @@ def eval_json_name(trained, recipe, split: str) -> str:
 
 
 def model_features(target, options: EvalOptions, overrides: list[str], reporter: Reporter):
+    from reidcli.engine.checkpoint import find_checkpoint
     from reidcli.engine.runtime import Runtime
-    from reidcli.inference.checkpoints import (
-        embed_split,
-        find_checkpoint,
-        load_trained_model,
-        split_size,
-    )
+    from reidcli.inference.checkpoints import embed_split, load_trained_model, split_size
     from reidcli.inference.runners import RunnerModel
     from reidcli.recipe import override_recipe
     from reidcli.verbs import backend

@@ -24,7 +24,8 @@ from reidcli.verbs.export.job import build_job, max_opset, normalise, sample_ima
 
 def export(target, options: ExportOptions, overrides: list[str]) -> ExportResult:
     """See `reidcli.api.export`."""
-    from reidcli.inference.checkpoints import find_checkpoint, load_trained_model
+    from reidcli.engine.checkpoint import find_checkpoint
+    from reidcli.inference.checkpoints import load_trained_model
 
     checkpoint = find_checkpoint(target, options.runs_dir)
     model, trained = load_trained_model(checkpoint, options.recipe)
