@@ -27,22 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from real_subset import ROOT, reid
+
 RECIPE = "recipes/adapt_cuhk03_cpu.yaml"
 EVALS = {"c1->c2": "data/cuhk03-c1c2", "c2->c1": "data/cuhk03-c2c1"}
-
-
-def reid(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "reidcli", *args], cwd=ROOT, text=True,
-                          stdout=subprocess.PIPE)  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"reid {' '.join(args)} failed with exit code {done.returncode}")
-    return done.stdout
 
 
 def cpu_name() -> str:

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from reidcli import api
 from reidcli.engine.checkpoint import load_checkpoint
@@ -18,7 +17,13 @@ from reidcli.errors import DatasetError, RecipeError
 from tests.adapt_support import shifted_network
 from tests.conftest import reid
 from tests.test_adapt_maths import adjusted_rand_index
-from tests.train_support import TINY, assert_same_weights, final_weights, write_recipe
+from tests.train_support import (
+    TINY,
+    assert_same_weights,
+    final_weights,
+    save_recipe,
+    write_recipe,
+)
 
 SOURCE_EPOCHS = 12
 ADAPT = {
@@ -61,15 +66,7 @@ def adapt_recipe(folder, networks, **changes) -> "os.PathLike":
     raw = json.loads(json.dumps({**TINY, **ADAPT}))
     raw["data"]["root"] = str(networks["dataset"])
     raw["adapt"].update(source=str(networks["source"]), target=str(networks["target"]))
-    for dotted, value in changes.items():
-        node = raw
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    path = folder / "adapt.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return save_recipe(folder / "adapt.yaml", raw, changes)
 
 
 def target_map(run, networks) -> float:

@@ -37,13 +37,17 @@ TINY = {
 def write_recipe(folder: Path, dataset: Path, **changes) -> Path:
     raw = json.loads(json.dumps(TINY))
     raw["data"]["root"] = str(dataset)
+    return save_recipe(folder / "recipe.yaml", raw, changes)
+
+
+def save_recipe(path: Path, raw: dict, changes: dict) -> Path:
+    """Write `raw` with `changes` applied (keys `section__field`, nested as deep as needed)."""
     for dotted, value in changes.items():
         node = raw
         *parents, last = dotted.split("__")
         for key in parents:
             node = node.setdefault(key, {})
         node[last] = value
-    path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 

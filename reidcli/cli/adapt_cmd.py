@@ -1,6 +1,5 @@
 """`reid adapt`: adapt a trained model to new cameras from their unlabeled crops."""
 
-import signal
 from pathlib import Path
 
 import typer
@@ -14,6 +13,7 @@ from reidcli.cli.options import (
     print_json,
     quiet_option,
 )
+from reidcli.cli.run_summary import exit_if_interrupted, run_table
 from reidcli.recipe.options import AdaptOptions
 
 Device = choices(AdaptOptions, "device")
@@ -42,19 +42,13 @@ def adapt_cmd(
         _render(result)
     if as_json:
         print_json(result.to_json(), indent=None)
-    if result.status == "interrupted":  # exit as the signal would have: 128 + its number
-        raise typer.Exit(128 + signal.Signals[result.signal or "SIGTERM"])
+    exit_if_interrupted(result)
 
 
 def _render(result) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"run {result.run_dir} ({result.status})")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    table.add_row("epochs", str(result.epochs_done))
-    table.add_row("steps", str(result.steps))
+    table = run_table(result)
     clusters = result.clusters
     table.add_row("last clustering (epoch)", str(clusters.get("clustered_at_epoch")))
     table.add_row("clusters", f"{clusters.get('clusters', 0):,}")

@@ -1,7 +1,6 @@
 """`reid train`: train a model from a recipe (also the torchrun entry point)."""
 
 import os
-import signal
 from pathlib import Path
 
 import typer
@@ -15,6 +14,7 @@ from reidcli.cli.options import (
     print_json,
     quiet_option,
 )
+from reidcli.cli.run_summary import exit_if_interrupted, run_table
 from reidcli.recipe.options import TrainOptions
 from reidcli.results import METRIC_KEYS
 
@@ -48,20 +48,14 @@ def train_cmd(
         _render(result)
     if as_json:
         print_json(result.to_json(), indent=None)  # one line: the last of torchrun's output
-    if result.status == "interrupted":  # exit as the signal would have: 128 + its number
-        raise typer.Exit(128 + signal.Signals[result.signal or "SIGTERM"])
+    exit_if_interrupted(result)
 
 
 def _render(result) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(stderr=True)
-    table = Table(title=f"run {result.run_dir} ({result.status})")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    table.add_row("epochs", str(result.epochs_done))
-    table.add_row("steps", str(result.steps))
+    table = run_table(result)
     best = result.best_metrics
     if best is not None:
         table.add_row("best epoch (validation mAP)", str(result.best_epoch))
