@@ -32,7 +32,7 @@ format: install
 TEST_WORKERS ?= 2
 test: lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-	  -m "not serial and not openvino"
+	  -m "not serial and not openvino" --durations=25
 	$(BIN)/python -m pytest -q -m serial
 	$(BIN)/python -m pytest -q -m openvino
 
