@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reidcli.data.layouts import INT64_MAX, Scan, is_image_name
+from reidcli.data.layouts import INT64_MAX, Scan, _missing_error, is_image_name
 from reidcli.data.manifest import COLUMNS
 from reidcli.errors import DatasetError
 
@@ -69,8 +69,7 @@ def _parse_csv(csv_path: Path) -> Scan:
     except csv.Error as err:
         raise DatasetError(f"{csv_path}: not a readable CSV ({err})") from None
     if missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
-        raise DatasetError(f"{len(missing)} images listed in {csv_path} are missing: {shown}")
+        raise _missing_error(csv_path, missing)
     if not scan.records:
         raise DatasetError(f"{csv_path}: lists no image")
     return scan
